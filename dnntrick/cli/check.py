@@ -1,0 +1,20 @@
+"""`dnntrick check`: validate a spec and print it resolved, without importing torch."""
+
+from __future__ import annotations
+
+import typer
+
+from dnntrick.cli.common import Overrides, SpecArg
+
+
+def check(spec: SpecArg, overrides: Overrides = None) -> None:
+    """Validate SPEC (with overrides) and print the resolved spec. Imports no torch."""
+    from dnntrick.config import dump_spec, load_spec
+
+    resolved = load_spec(spec, overrides or [])
+    typer.echo(dump_spec(resolved), nl=False)
+    typer.echo(f"# {spec}: valid", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(check)

@@ -1,0 +1,50 @@
+"""`dnntrick train`: train one spec and write its run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dnntrick.cli.common import DeviceOpt, OutOpt, Overrides, SpecArg
+
+
+def train(
+    spec: SpecArg,
+    overrides: Overrides = None,
+    out: OutOpt = Path("runs"),
+    device: DeviceOpt = None,
+    print_config: Annotated[bool, typer.Option("--print-config",
+                                               help="Print the resolved spec and exit.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Summary JSON on stdout; progress "
+                                          "on stderr.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or epoch table; "
+                                        "one result line.")] = False,
+) -> None:
+    """Train the MLP that SPEC describes; write runs/<name>-<time>/."""
+    from dnntrick.config import dump_spec, load_spec
+
+    overrides = list(overrides or [])
+    if device is not None:
+        overrides.append(f"device={device}")
+    resolved = load_spec(spec, overrides)
+    if print_config:
+        typer.echo(dump_spec(resolved), nl=False)
+        return
+
+    from dnntrick.report import ConsoleReporter, Reporter
+    from dnntrick.runner import run_spec
+
+    reporter = Reporter() if quiet else ConsoleReporter(stderr=as_json)
+    result = run_spec(resolved, out=out, reporter=reporter, source=str(spec), overrides=overrides)
+    if as_json:
+        typer.echo(json.dumps(result.summary, indent=2))
+    elif quiet:
+        typer.echo(f"{resolved.name}: test_accuracy={result.summary['test_accuracy']:.4f} "
+                   f"run_dir={result.run_dir}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(train)

@@ -1,0 +1,182 @@
+"""From a YAML file and KEY=VALUE overrides to a validated Spec, or a SpecError listing every problem.
+
+The YAML loader is PyYAML's SafeLoader (no tag builds a Python object) made stricter: duplicate
+keys are errors and `1e-3` reads as a float (YAML 1.1 wants `1.0e-3`).
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from dnntrick.errors import SpecError, UsageError
+from dnntrick.spec import Spec, suggest
+
+
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen[key] = True
+        return super().construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_implicit_resolver(  # type: ignore[no-untyped-call]
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[0-9][0-9_]*[eE][-+]?[0-9]+
+                  |\.(?:inf|Inf|INF)|[-+]\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML text strictly; a syntax error, duplicate key or Python tag is a SpecError."""
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = err.problem or str(err)
+        if "could not determine a constructor" in problem:
+            problem = (problem.replace("could not determine a constructor for the tag",
+                                       "tag").strip() +
+                       " is not allowed: a spec holds plain values, never Python objects")
+        raise SpecError(f"{where}{problem}", source) from None
+    except yaml.YAMLError as err:
+        raise SpecError(f"not valid YAML: {err}", source) from None
+
+
+def read_spec_file(path: Path) -> dict[str, Any]:
+    """The raw mapping in a spec file, with `name` defaulting to the file's stem."""
+    source = str(path)
+    if not path.exists():
+        raise SpecError("no such file; give the path of a spec .yaml file", source)
+    if path.is_dir():
+        raise SpecError("is a folder; give the path of a spec .yaml file", source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise SpecError(f"cannot read the file ({reason}); check its permissions and encoding",
+                        source) from None
+    data = parse_yaml(text, source)
+    if data is None:
+        raise SpecError("the file is empty; a spec needs at least `train:` or `model:` settings "
+                        "(see experiments/ for examples)", source)
+    if not isinstance(data, dict):
+        raise SpecError(f"a spec must be a mapping of keys to values (got {type(data).__name__})",
+                        source)
+    data.setdefault("name", re.sub(r"[^A-Za-z0-9._-]", "_", path.stem) or "run")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply dotted KEY=VALUE overrides (values parsed as YAML) to a copy of `data`."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_0-9][\w]*)*", key):
+            raise UsageError(f"override {item!r} is not KEY=VALUE with a dotted key, "
+                             "e.g. train.epochs=5")
+        value = parse_yaml(text, f"override {key}") if text.strip() else None
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if isinstance(child, str):  # `activation: selu` -> {name: selu} so .alpha can be set
+                child = {"name": child}
+            elif not isinstance(child, dict):
+                child = {}
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_spec(path: Path | str, overrides: list[str] | None = None) -> Spec:
+    """Read, override and validate a spec file. Raises SpecError with every problem found."""
+    path = Path(path)
+    data = apply_overrides(read_spec_file(path), overrides or [])
+    return validate(data, str(path))
+
+
+def validate(data: dict[str, Any], source: str) -> Spec:
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError([format_error(e) for e in err.errors()], source) from None
+
+
+def format_error(error: Any) -> str:
+    """One pydantic error as `path.to.key: what is wrong (got X); did you mean Y?`."""
+    loc = [str(p) for p in error["loc"]]
+    kind = error["type"]
+    path = ".".join(loc) or "(top level)"
+    if kind == "extra_forbidden":
+        fields = _fields_at(Spec, loc[:-1])
+        hint = suggest(loc[-1], fields)
+        return f"{path}: unknown key{hint or ''}" + (
+            "" if hint else f" (known keys: {', '.join(fields)})" if fields else "")
+    message = error["msg"]
+    message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if message.startswith("String should match pattern"):
+        message = "must be letters, digits, '.', '_' or '-', starting with a letter or digit"
+    message = message[0].lower() + message[1:] if message else message
+    got = ""
+    if kind not in ("missing", "value_error") and "input" in error:
+        got = f" (got {error['input']!r})"
+    return f"{path}: {message}{got}"
+
+
+def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
+    """Field names of the (nested) model at `loc`, for 'did you mean' on unknown keys."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(part)
+        if field is None:
+            return []
+        current = _model_in(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _model_in(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                return arg
+    return None
+
+
+def dump_spec(spec: Spec) -> str:
+    """The resolved spec as YAML, in field order."""
+    def tidy(node: Any, top: bool = False) -> Any:
+        # argument mappings ({name: ..., alpha: null, ...}) hide their unset (default) arguments
+        if isinstance(node, dict):
+            named = "name" in node and not top
+            return {k: tidy(v) for k, v in node.items() if not (named and v is None)}
+        return node
+
+    return yaml.safe_dump(tidy(spec.model_dump(mode="json"), top=True), sort_keys=False,
+                          default_flow_style=False, width=100)

@@ -1,0 +1,135 @@
+"""The training loop: one plain function whose order reads top to bottom.
+
+Per step: slice a batch → forward → loss → backward → optimizer step → add to running sums.
+Per epoch: evaluate on the validation split, record a metrics row, check early stopping.
+The running sums stay on the device and are read once per epoch (plus a throttled read for the
+progress bar, at most a few times a second): no host-device sync per step.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dnntrick.data import Splits
+from dnntrick.report import Reporter
+from dnntrick.spec import EarlyStoppingSpec, TrainSpec
+
+PROGRESS_INTERVAL_S = 0.25  # how often the progress bar may read the running loss (a sync point)
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_accuracy: float = 0.0
+    stopped_early: bool = False
+    train_seconds: float = 0.0
+    train_samples: int = 0
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
+             ) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of `model` in eval mode over x [N, F], y [N]."""
+    if len(x) == 0:
+        return float("nan"), float("nan")
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    for start in range(0, len(x), batch_size):
+        logits = model(x[start:start + batch_size])
+        target = y[start:start + batch_size]
+        loss_sum += F.cross_entropy(logits.float(), target, reduction="sum")
+        correct += (logits.argmax(dim=1) == target).sum()
+    model.train(was_training)
+    return loss_sum.item() / len(x), correct.item() / len(x)  # one sync per evaluation
+
+
+class EarlyStopping:
+    """Tracks the monitored metric; keeps a copy of the best weights when asked to restore them."""
+
+    def __init__(self, spec: EarlyStoppingSpec | None):
+        self.spec = spec
+        self.monitor = spec.monitor if spec else "val_accuracy"
+        self.sign = -1.0 if self.monitor.endswith("loss") else 1.0  # higher is better after sign
+        self.best = -float("inf")
+        self.best_epoch = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.bad_epochs = 0
+
+    def update(self, epoch: int, row: dict[str, Any], model: nn.Module) -> bool:
+        """Record epoch `epoch`; True when training should stop."""
+        value = self.sign * row[self.monitor]
+        min_delta = self.spec.min_delta if self.spec else 0.0
+        if value > self.best + min_delta:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+            if self.spec and self.spec.restore_best:
+                self.best_state = copy.deepcopy(model.state_dict())
+            return False
+        self.bad_epochs += 1
+        return self.spec is not None and self.bad_epochs >= self.spec.patience
+
+
+def fit(model: nn.Module, optimizer: torch.optim.Optimizer, data: Splits, spec: TrainSpec,
+        generator: torch.Generator, reporter: Reporter,
+        on_epoch_end: Callable[[dict[str, Any]], None] = lambda row: None) -> FitResult:
+    """Train `model` on data.x_train for spec.epochs epochs (or until early stopping)."""
+    x, y = data.x_train, data.y_train
+    n, bs, device = len(x), spec.batch_size, x.device
+    steps = (n + bs - 1) // bs  # the last, smaller batch is kept (PyTorch/Keras convention)
+    stopper = EarlyStopping(spec.early_stopping)
+    result = FitResult()
+    model.train()
+    for epoch in range(1, spec.epochs + 1):
+        t0 = time.perf_counter()
+        # The data order comes from dnntrick's own generator (CPU), so it depends on the seed alone.
+        order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        lr = optimizer.param_groups[0]["lr"]
+        reporter.epoch_start(epoch, spec.epochs, steps)
+        next_report = t0 + PROGRESS_INTERVAL_S
+        for step in range(steps):
+            idx = order[step * bs:(step + 1) * bs]
+            xb, yb = x[idx], y[idx]
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.detach().argmax(dim=1) == yb).sum()
+            if (now := time.perf_counter()) >= next_report:  # throttled: this reads the device
+                done = min((step + 1) * bs, n)
+                reporter.progress(step + 1, done / (now - t0), loss_sum.item() / done)
+                next_report = now + PROGRESS_INTERVAL_S
+        train_time = time.perf_counter() - t0
+        result.train_seconds += train_time
+        result.train_samples += n
+        row: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum.item() / n,
+                               "train_accuracy": correct.item() / n}
+        row["val_loss"], row["val_accuracy"] = evaluate(model, data.x_val, data.y_val,
+                                                        spec.eval_batch_size)
+        row["lr"] = lr
+        row["seconds"] = time.perf_counter() - t0
+        result.history.append(row)
+        on_epoch_end(row)
+        reporter.epoch_end(row, samples_per_second=n / train_time)
+        if len(data.x_val) and stopper.update(epoch, row, model):
+            result.stopped_early = True
+            break
+    if stopper.best_state is not None:
+        model.load_state_dict(stopper.best_state)
+    result.best_epoch = stopper.best_epoch
+    if result.best_epoch:
+        result.best_val_accuracy = max(r["val_accuracy"] for r in result.history)
+    return result

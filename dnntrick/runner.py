@@ -1,0 +1,93 @@
+"""Train one spec end to end: device, data, model, optimizer, loop, run directory.
+
+Everything that can fail on bad input (device, data, model) happens before the run directory is
+created, so a run that fails at start-up leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dnntrick.config import dump_spec
+from dnntrick.data import load_splits
+from dnntrick.errors import UsageError
+from dnntrick.loop import evaluate, fit
+from dnntrick.model import build_model, count_parameters
+from dnntrick.optimizers import build_optimizer
+from dnntrick.report import Reporter
+from dnntrick.rundir import RunDir, git_sha, make_run_dir, versions
+from dnntrick.spec import Spec, default_init
+
+
+@dataclass
+class RunResult:
+    summary: dict[str, Any]
+    history: list[dict[str, Any]]
+    run_dir: Path
+    model: torch.nn.Module
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` → cuda when available, else cpu. Asking for an absent device is a usage error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"device {name!r}: CUDA is not available here; use device: cpu "
+                             "(or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"device {name!r}: MPS is not available here; use device: cpu")
+    return device
+
+
+def run_spec(spec: Spec, out: Path | str = "runs", reporter: Reporter | None = None,
+             source: str | None = None, overrides: list[str] | None = None) -> RunResult:
+    """Train `spec` and write its run directory under `out`."""
+    reporter = reporter or Reporter()
+    overrides = list(overrides or [])
+    started = time.perf_counter()
+    device = resolve_device(spec.device)
+    torch.manual_seed(spec.seed)  # weights (and any dropout) draw from torch's global RNG
+    data = load_splits(spec.data, device)
+    model = build_model(spec.model, data.in_features, data.n_classes).to(device)
+    optimizer = build_optimizer(spec.train.optimizer, model.parameters(), device.type)
+    generator = torch.Generator().manual_seed(spec.seed)  # data order: its own stream
+
+    run = RunDir(make_run_dir(out, spec.name))
+    run.write_spec(dump_spec(spec), source, overrides)
+    parameters = count_parameters(model)
+    reporter.start(spec.name, {
+        "data": f"{spec.data.dataset} {len(data.x_train)}/{len(data.x_val)}/{len(data.x_test)}",
+        "model": "-".join(str(h) for h in spec.model.hidden) + f" {spec.model.activation.name}"
+                 f" ({default_init(spec.model)})",
+        "optimizer": f"{spec.train.optimizer.name} lr {spec.train.optimizer.lr:g}",
+        "device": str(device), "parameters": f"{parameters:,}"})
+
+    fitted = fit(model, optimizer, data, spec.train, generator, reporter,
+                 on_epoch_end=run.append_metrics)
+    test_loss, test_accuracy = evaluate(model, data.x_test, data.y_test,
+                                        spec.train.eval_batch_size)
+    run.save_weights(model.state_dict(), metadata={"name": spec.name})
+    summary = {
+        "name": spec.name, "dataset": spec.data.dataset,
+        "test_accuracy": test_accuracy, "test_loss": test_loss,
+        "best_val_accuracy": fitted.best_val_accuracy, "best_epoch": fitted.best_epoch,
+        "epochs_run": len(fitted.history), "stopped_early": fitted.stopped_early,
+        "train_seconds": fitted.train_seconds,
+        "samples_per_second": fitted.train_samples / max(fitted.train_seconds, 1e-9),
+        "wall_seconds": time.perf_counter() - started,
+        "parameters": parameters, "device": str(device), "seed": spec.seed,
+        "versions": versions(), "git_sha": git_sha(),
+        "spec_file": source, "overrides": overrides, "run_dir": str(run.path),
+    }
+    run.write_summary(summary)
+    reporter.finish(summary)
+    return RunResult(summary, fitted.history, run.path, model)

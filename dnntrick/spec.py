@@ -1,0 +1,209 @@
+"""The experiment spec: a frozen, validated pydantic model. Defaults live here and only here.
+
+Importing this module must not import torch (`dnntrick check` and `--help` stay fast). Fields
+that differ between the book's frameworks (TF1/Keras) and PyTorch say which convention they use.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
+
+from dnntrick.activations import ACTIVATIONS
+from dnntrick.initializers import ALIASES, INITIALIZERS, Mode
+from dnntrick.optimizers import OPTIMIZERS
+
+DATASETS = ("mnist", "fashion-mnist", "kmnist")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+def suggest(word: str, choices: Any) -> str:
+    """'; did you mean X?' for the closest of `choices`, or ''."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def unknown(kind: str, name: str, choices: Any) -> ValueError:
+    return ValueError(f"unknown {kind} {name!r}{suggest(name, choices)} "
+                      f"(choices: {', '.join(sorted(choices))})")
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _name_to_mapping(value: Any) -> Any:
+    """Let `activation: selu` stand for `activation: {name: selu}` (same for init, optimizer)."""
+    return {"name": value} if isinstance(value, str) else value
+
+
+class DataSpec(StrictModel):
+    dataset: Literal["mnist", "fashion-mnist", "kmnist"] = "fashion-mnist"
+    root: str | None = Field(None, description="folder holding the IDX files; null = search")
+    val_size: NonNegativeInt = Field(5000, description="images held out from the training set")
+    val_from: Literal["first", "last"] = Field(
+        "last", description="where the validation images come from: 1st/2nd ed. first, 3rd ed. last")
+    standardize: bool = Field(
+        False, description="per-pixel (x - mean) / (std + 1e-10), statistics of the training split")
+    train_limit: PositiveInt | None = Field(None, description="keep the first N training images")
+    classes: list[NonNegativeInt] | None = Field(
+        None, description="keep only these labels, renumbered 0..k-1 in the given order")
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None:
+            if len(value) < 2:
+                raise ValueError("needs at least 2 classes")
+            if len(set(value)) != len(value):
+                raise ValueError("lists a class twice")
+            if max(value) > 9:
+                raise ValueError("labels run from 0 to 9")
+        return value
+
+
+class ActivationSpec(StrictModel):
+    name: str
+    alpha: float | None = Field(None, description="leaky_relu slope (PyTorch 0.01, Keras 0.3); "
+                                "elu alpha; prelu initial slope")
+    lower: float | None = Field(None, description="rrelu lower slope bound")
+    upper: float | None = Field(None, description="rrelu upper slope bound")
+
+    _to_mapping = model_validator(mode="before")(_name_to_mapping)
+
+    @model_validator(mode="after")
+    def _known(self) -> ActivationSpec:
+        if self.name not in ACTIVATIONS:
+            raise unknown("activation", self.name, ACTIVATIONS)
+        _check_args("activation", self.name, self, {"alpha", "lower", "upper"},
+                    set(ACTIVATIONS[self.name].args))
+        return self
+
+    @property
+    def args(self) -> dict[str, float]:
+        return {k: v for k in ("alpha", "lower", "upper") if (v := getattr(self, k)) is not None}
+
+
+class InitSpec(StrictModel):
+    name: str = Field("auto", description="auto: He for the ReLU family, LeCun for SELU, "
+                      "Glorot otherwise (the book's table)")
+    mode: Mode | None = Field(None, description="fan used by variance scaling; default the "
+                              "initializer's own (Glorot fan_avg, He/LeCun fan_in)")
+    std: PositiveFloat | None = Field(None, description="std of `normal` (default 1.0)")
+    gain: PositiveFloat | None = Field(None, description="gain of `orthogonal` (default 1.0)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, value: Any) -> Any:
+        value = _name_to_mapping(value)
+        if isinstance(value, dict) and value.get("name") in ALIASES:
+            value = {**value, "name": ALIASES[value["name"]]}
+        return value
+
+    @model_validator(mode="after")
+    def _known(self) -> InitSpec:
+        if self.name not in INITIALIZERS:
+            raise unknown("init", self.name, [*INITIALIZERS, *ALIASES])
+        kind = INITIALIZERS[self.name].kind
+        if self.std is not None and kind != "normal":
+            raise ValueError(f"std applies to init 'normal' only, not {self.name!r}")
+        if self.gain is not None and kind != "orthogonal":
+            raise ValueError(f"gain applies to init 'orthogonal' only, not {self.name!r}")
+        if self.mode is not None and kind not in ("variance_scaling", "auto"):
+            raise ValueError(f"mode applies to Glorot/He/LeCun inits, not {self.name!r}")
+        return self
+
+
+class ModelSpec(StrictModel):
+    hidden: list[PositiveInt] = Field(default_factory=lambda: [300, 100],
+                                      description="units of each hidden layer, input side first")
+    activation: ActivationSpec = Field(default_factory=lambda: ActivationSpec(name="relu"))
+    init: InitSpec = Field(default_factory=InitSpec)
+
+
+OPTIMIZER_FIELDS = ("momentum", "beta1", "beta2", "eps", "weight_decay", "amsgrad")
+
+
+class OptimizerSpec(StrictModel):
+    name: str = "sgd"
+    lr: PositiveFloat = 0.01
+    momentum: NonNegativeFloat | None = Field(None, description="momentum/nesterov (default 0.9)")
+    beta1: float | None = Field(None, ge=0, lt=1, description="Adam family β1 (default 0.9)")
+    beta2: float | None = Field(None, ge=0, lt=1, description="Adam family β2 (default 0.999)")
+    eps: PositiveFloat | None = Field(None, description="PyTorch default 1e-8 (Keras 1e-7)")
+    weight_decay: NonNegativeFloat | None = Field(
+        None, description="PyTorch's coupled L2 added to the gradient (decoupled for adamw)")
+    amsgrad: bool | None = None
+
+    _to_mapping = model_validator(mode="before")(_name_to_mapping)
+
+    @model_validator(mode="after")
+    def _known(self) -> OptimizerSpec:
+        if self.name not in OPTIMIZERS:
+            raise unknown("optimizer", self.name, OPTIMIZERS)
+        _check_args("optimizer", self.name, self, set(OPTIMIZER_FIELDS),
+                    set(OPTIMIZERS[self.name].args))
+        return self
+
+
+def _check_args(kind: str, name: str, spec: BaseModel, fields: set[str], accepted: set[str]
+                ) -> None:
+    given = {f for f in fields if getattr(spec, f) is not None}
+    if extra := sorted(given - accepted):
+        takes = ", ".join(sorted(accepted)) or "no arguments"
+        raise ValueError(f"{kind} {name!r} does not take {', '.join(extra)} (it takes: {takes})")
+
+
+class EarlyStoppingSpec(StrictModel):
+    patience: PositiveInt = Field(5, description="epochs without improvement before stopping")
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    min_delta: NonNegativeFloat = Field(0.0, description="smallest change that counts as better")
+    restore_best: bool = Field(True, description="end with the best epoch's weights")
+
+
+class TrainSpec(StrictModel):
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 32
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    early_stopping: EarlyStoppingSpec | None = None
+    eval_batch_size: PositiveInt = Field(10_000, description="batch size for evaluation only")
+
+
+class Spec(StrictModel):
+    name: str = Field(..., pattern=NAME_PATTERN,
+                      description="run name: letters, digits, '.', '_' and '-' (default: file stem)")
+    seed: NonNegativeInt = 42
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    data: DataSpec = Field(default_factory=DataSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value):
+            raise ValueError(f"unknown device {value!r}{suggest(value, ['auto', 'cpu', 'cuda'])} "
+                             "(choices: auto, cpu, cuda, cuda:N)")
+        return value
+
+
+def default_init(spec: ModelSpec) -> str:
+    """The initializer name that `init: auto` stands for with this activation."""
+    from dnntrick.initializers import AUTO_BY_FAMILY
+
+    if spec.init.name != "auto":
+        return spec.init.name
+    return AUTO_BY_FAMILY[ACTIVATIONS[spec.activation.name].family]
