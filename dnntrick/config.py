@@ -1,4 +1,4 @@
-"""From a YAML file and KEY=VALUE overrides to a validated Spec, or a SpecError listing every problem.
+"""YAML file + KEY=VALUE overrides → a validated Spec, or a SpecError listing every problem.
 
 The YAML loader is PyYAML's SafeLoader (no tag builds a Python object) made stricter: duplicate
 keys are errors and `1e-3` reads as a float (YAML 1.1 wants `1.0e-3`).
@@ -25,20 +25,24 @@ class StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, Any] = {}
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
             seen[key] = True
         return super().construct_mapping(node, deep=deep)
 
 
-StrictLoader.add_implicit_resolver(  # type: ignore[no-untyped-call]
+StrictLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"""^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    re.compile(
+        r"""^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
                   |[0-9][0-9_]*[eE][-+]?[0-9]+
-                  |\.(?:inf|Inf|INF)|[-+]\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),
+                  |\.(?:inf|Inf|INF)|[-+]\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
     list("-+0123456789."),
 )
 
@@ -46,15 +50,16 @@ StrictLoader.add_implicit_resolver(  # type: ignore[no-untyped-call]
 def parse_yaml(text: str, source: str) -> Any:
     """Parse YAML text strictly; a syntax error, duplicate key or Python tag is a SpecError."""
     try:
-        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+        return yaml.load(text, Loader=StrictLoader)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = err.problem or str(err)
         if "could not determine a constructor" in problem:
-            problem = (problem.replace("could not determine a constructor for the tag",
-                                       "tag").strip() +
-                       " is not allowed: a spec holds plain values, never Python objects")
+            problem = (
+                problem.replace("could not determine a constructor for the tag", "tag").strip()
+                + " is not allowed: a spec holds plain values, never Python objects"
+            )
         raise SpecError(f"{where}{problem}", source) from None
     except yaml.YAMLError as err:
         raise SpecError(f"not valid YAML: {err}", source) from None
@@ -71,15 +76,20 @@ def read_spec_file(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         reason = getattr(err, "strerror", None) or str(err)
-        raise SpecError(f"cannot read the file ({reason}); check its permissions and encoding",
-                        source) from None
+        raise SpecError(
+            f"cannot read the file ({reason}); check its permissions and encoding", source
+        ) from None
     data = parse_yaml(text, source)
     if data is None:
-        raise SpecError("the file is empty; a spec needs at least `train:` or `model:` settings "
-                        "(see experiments/ for examples)", source)
+        raise SpecError(
+            "the file is empty; a spec needs at least `train:` or `model:` settings "
+            "(see experiments/ for examples)",
+            source,
+        )
     if not isinstance(data, dict):
-        raise SpecError(f"a spec must be a mapping of keys to values (got {type(data).__name__})",
-                        source)
+        raise SpecError(
+            f"a spec must be a mapping of keys to values (got {type(data).__name__})", source
+        )
     data.setdefault("name", re.sub(r"[^A-Za-z0-9._-]", "_", path.stem) or "run")
     return data
 
@@ -92,8 +102,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_0-9][\w]*)*", key):
-            raise UsageError(f"override {item!r} is not KEY=VALUE with a dotted key, "
-                             "e.g. train.epochs=5")
+            raise UsageError(
+                f"override {item!r} is not KEY=VALUE with a dotted key, e.g. train.epochs=5"
+            )
         value = parse_yaml(text, f"override {key}") if text.strip() else None
         node = data
         parts = key.split(".")
@@ -132,7 +143,8 @@ def format_error(error: Any) -> str:
         fields = _fields_at(Spec, loc[:-1])
         hint = suggest(loc[-1], fields)
         return f"{path}: unknown key{hint or ''}" + (
-            "" if hint else f" (known keys: {', '.join(fields)})" if fields else "")
+            "" if hint else f" (known keys: {', '.join(fields)})" if fields else ""
+        )
     message = error["msg"]
     message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if message.startswith("String should match pattern"):
@@ -171,6 +183,7 @@ def _model_in(annotation: Any) -> Any:
 
 def dump_spec(spec: Spec) -> str:
     """The resolved spec as YAML, in field order."""
+
     def tidy(node: Any, top: bool = False) -> Any:
         # argument mappings ({name: ..., alpha: null, ...}) hide their unset (default) arguments
         if isinstance(node, dict):
@@ -178,5 +191,9 @@ def dump_spec(spec: Spec) -> str:
             return {k: tidy(v) for k, v in node.items() if not (named and v is None)}
         return node
 
-    return yaml.safe_dump(tidy(spec.model_dump(mode="json"), top=True), sort_keys=False,
-                          default_flow_style=False, width=100)
+    return yaml.safe_dump(
+        tidy(spec.model_dump(mode="json"), top=True),
+        sort_keys=False,
+        default_flow_style=False,
+        width=100,
+    )

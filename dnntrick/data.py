@@ -38,11 +38,25 @@ class DatasetInfo:
 DIGITS = tuple(str(i) for i in range(10))
 DATASETS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo("MNIST", DIGITS, False),
-    "fashion-mnist": DatasetInfo("FashionMNIST", (
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"), True),
-    "kmnist": DatasetInfo("KMNIST", ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
-                          False),
+    "fashion-mnist": DatasetInfo(
+        "FashionMNIST",
+        (
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
+        True,
+    ),
+    "kmnist": DatasetInfo(
+        "KMNIST", ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"), False
+    ),
 }
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -50,12 +64,18 @@ FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+IDX_DTYPES: dict[int, np.dtype] = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 def cache_dir() -> Path:
-    """The user cache folder: $DNNTRICK_CACHE, else $XDG_CACHE_HOME/dnntrick, else ~/.cache/dnntrick."""
+    """The user cache: $DNNTRICK_CACHE, else $XDG_CACHE_HOME/dnntrick, else ~/.cache/dnntrick."""
     if env := os.environ.get("DNNTRICK_CACHE"):
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -94,15 +114,16 @@ def find_files(name: str, root: str | None, download: bool = True) -> dict[str, 
         if all(found.values()):
             return {k: v for k, v in found.items() if v is not None}
     if download and not os.environ.get("DNNTRICK_NO_DOWNLOAD"):
-        folder = _download(name)
-        if folder is not None:
-            return find_files(name, str(folder), download=False)
+        fetched = _download(name)
+        if fetched is not None:
+            return find_files(name, str(fetched), download=False)
     looked = ", ".join(str(d) for d in dirs)
     debian = "apt-get install dataset-fashion-mnist, " if name == "fashion-mnist" else ""
     raise DataError(
         f"data set {name!r} not found (looked in: {looked}; the download failed or was off). "
         f"Get it with `dnntrick data fetch {name}` ({debian}or put the four IDX files in a folder "
-        "and set data.root or $DNNTRICK_DATA)")
+        "and set data.root or $DNNTRICK_DATA)"
+    )
 
 
 def _download(name: str) -> Path | None:
@@ -131,30 +152,40 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise DataError(f"{path}: cannot read the IDX file ({err}); delete it and fetch the "
-                        "data set again") from None
+        raise DataError(
+            f"{path}: cannot read the IDX file ({err}); delete it and fetch the data set again"
+        ) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
-        raise DataError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'none'}); "
-                        "expected MNIST's format")
+        raise DataError(
+            f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'none'}); "
+            "expected MNIST's format"
+        )
     ndim = raw[3]
     header = 4 + 4 * ndim
     if ndim == 0 or len(raw) < header:
         raise DataError(f"{path}: truncated IDX header; delete it and fetch the data set again")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
-    dtype = np.dtype(IDX_DTYPES[raw[2]])
+    dtype = IDX_DTYPES[raw[2]]
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(raw) - header != expected:
-        raise DataError(f"{path}: truncated or corrupt IDX file ({len(raw) - header} bytes of data, "
-                        f"expected {expected} for shape {list(shape)}); fetch it again")
+        raise DataError(
+            f"{path}: truncated or corrupt IDX file ({len(raw) - header} bytes of data, "
+            f"expected {expected} for shape {list(shape)}); fetch it again"
+        )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
 
 
 def load_arrays(name: str, root: str | None) -> dict[str, np.ndarray]:
     """The four decoded arrays of data set `name`, from the decoded cache when it is fresh."""
     files = find_files(name, root)
-    key = hashlib.sha256(repr(sorted(
-        (k, str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for k, p in files.items()
-    )).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        repr(
+            sorted(
+                (k, str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns)
+                for k, p in files.items()
+            )
+        ).encode()
+    ).hexdigest()[:16]
     folder = cache_dir() / "decoded" / f"{name}-{key}"
     with contextlib.suppress(OSError, ValueError):
         return {k: np.load(folder / f"{k}.npy", mmap_mode="r") for k in FILES}
@@ -173,11 +204,15 @@ def _check_consistent(arrays: dict[str, np.ndarray], files: dict[str, Path]) -> 
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if images.ndim != 3 or labels.ndim != 1:
-            raise DataError(f"{files[split + '_images']}: expected images [N, H, W] and labels [N] "
-                            f"(got {list(images.shape)} and {list(labels.shape)})")
+            raise DataError(
+                f"{files[split + '_images']}: expected images [N, H, W] and labels [N] "
+                f"(got {list(images.shape)} and {list(labels.shape)})"
+            )
         if len(images) != len(labels):
-            raise DataError(f"{files[split + '_labels']}: {len(labels)} labels for "
-                            f"{len(images)} images; the files do not belong together")
+            raise DataError(
+                f"{files[split + '_labels']}: {len(labels)} labels for "
+                f"{len(images)} images; the files do not belong together"
+            )
 
 
 @dataclass
@@ -208,8 +243,10 @@ def load_splits(spec: DataSpec, device: torch.device | str = "cpu") -> Splits:
     arrays = load_arrays(spec.dataset, spec.root)
     images, labels = arrays["train_images"], arrays["train_labels"]
     if spec.val_size >= len(images):
-        raise DataError(f"data.val_size: {spec.val_size} leaves no training images "
-                        f"(the training set has {len(images)}); use a smaller value")
+        raise DataError(
+            f"data.val_size: {spec.val_size} leaves no training images "
+            f"(the training set has {len(images)}); use a smaller value"
+        )
     n_val = spec.val_size
     if spec.val_from == "first":
         val, train = slice(0, n_val), slice(n_val, None)
@@ -228,8 +265,9 @@ def load_splits(spec: DataSpec, device: torch.device | str = "cpu") -> Splits:
         x, y = parts["train"]
         parts["train"] = (x[: spec.train_limit], y[: spec.train_limit])
     if len(parts["train"][0]) == 0:
-        raise DataError("no training images left after data.classes/train_limit; "
-                        "check those settings")
+        raise DataError(
+            "no training images left after data.classes/train_limit; check those settings"
+        )
 
     def to_tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         xt = torch.from_numpy(np.array(x)).reshape(len(x), -1).to(device)  # copy: cache is mmap'd
@@ -238,11 +276,11 @@ def load_splits(spec: DataSpec, device: torch.device | str = "cpu") -> Splits:
 
     tensors = {k: to_tensors(x, y) for k, (x, y) in parts.items()}
     if spec.standardize:
-        x_train = tensors["train"][0]
-        mean = x_train.mean(dim=0, keepdim=True)
-        std = x_train.std(dim=0, keepdim=True) + 1e-10  # the seed's +1e-10 guards constant pixels
-        for x, _ in tensors.values():
-            x.sub_(mean).div_(std)
+        train_x = tensors["train"][0]
+        mean = train_x.mean(dim=0, keepdim=True)
+        std = train_x.std(dim=0, keepdim=True) + 1e-10  # the seed's +1e-10 guards constant pixels
+        for xt, _ in tensors.values():
+            xt.sub_(mean).div_(std)
     return Splits(*tensors["train"], *tensors["val"], *tensors["test"], classes=classes)
 
 

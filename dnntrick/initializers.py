@@ -39,7 +39,9 @@ INITIALIZERS: dict[str, Initializer] = {
     "he_normal": _vs(2.0, "fan_in", "normal"),
     "lecun_uniform": _vs(1.0, "fan_in", "uniform"),
     "lecun_normal": _vs(1.0, "fan_in", "normal"),
-    "normal": Initializer("normal"),  # N(0, std²), std from the spec (default 1: the seed's counter-example)
+    "normal": Initializer(
+        "normal"
+    ),  # N(0, std²), std from the spec (default 1: the seed's counter-example)
     "orthogonal": Initializer("orthogonal"),
     "torch_default": Initializer("torch_default"),
     "auto": Initializer("auto"),
@@ -51,8 +53,12 @@ ALIASES = {
     "kaiming_normal": "he_normal",
 }
 # `init: auto` by activation family: the book's table (Glorot for tanh/sigmoid).
-AUTO_BY_FAMILY = {"relu": "he_normal", "selu": "lecun_normal", "saturating": "glorot_uniform",
-                  "smooth": "glorot_uniform"}
+AUTO_BY_FAMILY = {
+    "relu": "he_normal",
+    "selu": "lecun_normal",
+    "saturating": "glorot_uniform",
+    "smooth": "glorot_uniform",
+}
 
 
 def init_std(name: str, fan_in: int, fan_out: int, mode: Mode | None = None) -> float:
@@ -63,8 +69,9 @@ def init_std(name: str, fan_in: int, fan_out: int, mode: Mode | None = None) -> 
     return math.sqrt(entry.scale / fan)
 
 
-def init_weight(weight: torch.Tensor, name: str, mode: Mode | None, std: float | None,
-                gain: float | None) -> None:
+def init_weight(
+    weight: torch.Tensor, name: str, mode: Mode | None, std: float | None, gain: float | None
+) -> None:
     """Fill a [fan_out, fan_in] weight in place with initializer `name` (never `auto`)."""
     import torch
 

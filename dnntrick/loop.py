@@ -36,8 +36,9 @@ class FitResult:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
-             ) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
+) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of `model` in eval mode over x [N, F], y [N]."""
     if len(x) == 0:
         return float("nan"), float("nan")
@@ -46,8 +47,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for start in range(0, len(x), batch_size):
-        logits = model(x[start:start + batch_size])
-        target = y[start:start + batch_size]
+        logits = model(x[start : start + batch_size])
+        target = y[start : start + batch_size]
         loss_sum += F.cross_entropy(logits.float(), target, reduction="sum")
         correct += (logits.argmax(dim=1) == target).sum()
     model.train(was_training)
@@ -79,9 +80,15 @@ class EarlyStopping:
         return self.spec is not None and self.bad_epochs >= self.spec.patience
 
 
-def fit(model: nn.Module, optimizer: torch.optim.Optimizer, data: Splits, spec: TrainSpec,
-        generator: torch.Generator, reporter: Reporter,
-        on_epoch_end: Callable[[dict[str, Any]], None] = lambda row: None) -> FitResult:
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: Splits,
+    spec: TrainSpec,
+    generator: torch.Generator,
+    reporter: Reporter,
+    on_epoch_end: Callable[[dict[str, Any]], None] = lambda row: None,
+) -> FitResult:
     """Train `model` on data.x_train for spec.epochs epochs (or until early stopping)."""
     x, y = data.x_train, data.y_train
     n, bs, device = len(x), spec.batch_size, x.device
@@ -99,7 +106,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, data: Splits, spec: 
         reporter.epoch_start(epoch, spec.epochs, steps)
         next_report = t0 + PROGRESS_INTERVAL_S
         for step in range(steps):
-            idx = order[step * bs:(step + 1) * bs]
+            idx = order[step * bs : (step + 1) * bs]
             xb, yb = x[idx], y[idx]
             logits = model(xb)
             loss = F.cross_entropy(logits, yb)
@@ -115,10 +122,14 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, data: Splits, spec: 
         train_time = time.perf_counter() - t0
         result.train_seconds += train_time
         result.train_samples += n
-        row: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum.item() / n,
-                               "train_accuracy": correct.item() / n}
-        row["val_loss"], row["val_accuracy"] = evaluate(model, data.x_val, data.y_val,
-                                                        spec.eval_batch_size)
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": loss_sum.item() / n,
+            "train_accuracy": correct.item() / n,
+        }
+        row["val_loss"], row["val_accuracy"] = evaluate(
+            model, data.x_val, data.y_val, spec.eval_batch_size
+        )
         row["lr"] = lr
         row["seconds"] = time.perf_counter() - t0
         result.history.append(row)

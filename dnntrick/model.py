@@ -20,8 +20,9 @@ from dnntrick.spec import ModelSpec, default_init
 class Dense(nn.Linear):
     """y = act(x Wᵀ + b). An nn.Linear whose forward also applies its activation."""
 
-    def __init__(self, in_features: int, out_features: int, act: nn.Module | None = None,
-                 bias: bool = True):
+    def __init__(
+        self, in_features: int, out_features: int, act: nn.Module | None = None, bias: bool = True
+    ):
         super().__init__(in_features, out_features, bias=bias)
         self.act = act if act is not None else nn.Identity()
 

@@ -33,10 +33,13 @@ _ADAM_ARGS = {"beta1": "beta1", "beta2": "beta2", "eps": "eps", "weight_decay": 
 
 OPTIMIZERS: dict[str, Optimizer] = {
     "sgd": Optimizer("SGD", _SGD_ARGS),
-    "momentum": Optimizer("SGD", {**_SGD_ARGS, "momentum": "momentum"},
-                          defaults={"momentum": 0.9}),
-    "nesterov": Optimizer("SGD", {**_SGD_ARGS, "momentum": "momentum"},
-                          fixed={"nesterov": True}, defaults={"momentum": 0.9}),
+    "momentum": Optimizer("SGD", {**_SGD_ARGS, "momentum": "momentum"}, defaults={"momentum": 0.9}),
+    "nesterov": Optimizer(
+        "SGD",
+        {**_SGD_ARGS, "momentum": "momentum"},
+        fixed={"nesterov": True},
+        defaults={"momentum": 0.9},
+    ),
     "adam": Optimizer("Adam", {**_ADAM_ARGS, "amsgrad": "amsgrad"}),
 }
 
@@ -56,8 +59,9 @@ def optimizer_kwargs(spec: OptimizerSpec) -> tuple[str, dict[str, Any]]:
     return entry.torch_class, kwargs
 
 
-def build_optimizer(spec: OptimizerSpec, params: Iterable[Any], device_type: str
-                    ) -> torch.optim.Optimizer:
+def build_optimizer(
+    spec: OptimizerSpec, params: Iterable[Any], device_type: str
+) -> torch.optim.Optimizer:
     """Instantiate the optimizer; on CUDA the fused/foreach kernels where torch has them."""
     import torch
 

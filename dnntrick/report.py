@@ -32,8 +32,11 @@ class Reporter:
 
 
 def _num(value: float, fmt: str) -> str:
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else \
-        format(value, fmt)
+    return (
+        "—"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else format(value, fmt)
+    )
 
 
 class ConsoleReporter(Reporter):
@@ -45,32 +48,47 @@ class ConsoleReporter(Reporter):
         self.task: Any = None
 
     def start(self, title: str, details: dict[str, Any]) -> None:
-        self.console.print(f"[bold]{title}[/]  " + "  ".join(
-            f"[dim]{k}[/] {v}" for k, v in details.items()))
+        self.console.print(
+            f"[bold]{title}[/]  " + "  ".join(f"[dim]{k}[/] {v}" for k, v in details.items())
+        )
         self.console.print("[bold]" + "".join(f"{c:>11}" for c in COLUMNS) + "[/]")
 
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
         if not self.console.is_terminal:
             return
-        self.bar = Progress(TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(),
-                            MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                            TimeRemainingColumn(), console=self.console, transient=True)
+        self.bar = Progress(
+            TextColumn(f"epoch {epoch}/{epochs}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
         self.task = self.bar.add_task("train", total=steps, info="")
         self.bar.start()
 
     def progress(self, step: int, samples_per_second: float, loss: float) -> None:
         if self.bar is not None:
-            self.bar.update(self.task, completed=step,
-                            info=f"{samples_per_second:,.0f} samples/s  loss {loss:.4f}")
+            self.bar.update(
+                self.task,
+                completed=step,
+                info=f"{samples_per_second:,.0f} samples/s  loss {loss:.4f}",
+            )
 
     def epoch_end(self, row: dict[str, Any], samples_per_second: float) -> None:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
-        cells = [f"{row['epoch']:>11}", f"{_num(row['train_loss'], '.4f'):>11}",
-                 f"{_num(row['train_accuracy'], '.4f'):>11}", f"{_num(row['val_loss'], '.4f'):>11}",
-                 f"{_num(row['val_accuracy'], '.4f'):>11}", f"{row['lr']:>11.3g}",
-                 f"{row['seconds']:>10.1f}s"]
+        cells = [
+            f"{row['epoch']:>11}",
+            f"{_num(row['train_loss'], '.4f'):>11}",
+            f"{_num(row['train_accuracy'], '.4f'):>11}",
+            f"{_num(row['val_loss'], '.4f'):>11}",
+            f"{_num(row['val_accuracy'], '.4f'):>11}",
+            f"{row['lr']:>11.3g}",
+            f"{row['seconds']:>10.1f}s",
+        ]
         self.console.print("".join(cells))
 
     def message(self, text: str) -> None:
@@ -82,12 +100,17 @@ class ConsoleReporter(Reporter):
         table.add_column()
         table.add_row("test accuracy", f"[bold green]{_num(summary['test_accuracy'], '.4f')}[/]")
         table.add_row("test loss", _num(summary["test_loss"], ".4f"))
-        table.add_row("best val accuracy", f"{_num(summary['best_val_accuracy'], '.4f')}"
-                      f" (best epoch {summary['best_epoch']})")
+        table.add_row(
+            "best val accuracy",
+            f"{_num(summary['best_val_accuracy'], '.4f')} (best epoch {summary['best_epoch']})",
+        )
         stopped = " (stopped early)" if summary["stopped_early"] else ""
         table.add_row("epochs", f"{summary['epochs_run']}{stopped}")
-        table.add_row("train time", f"{summary['train_seconds']:.1f} s, "
-                      f"{summary['samples_per_second']:,.0f} samples/s on {summary['device']}")
+        table.add_row(
+            "train time",
+            f"{summary['train_seconds']:.1f} s, "
+            f"{summary['samples_per_second']:,.0f} samples/s on {summary['device']}",
+        )
         table.add_row("parameters", f"{summary['parameters']:,}")
         table.add_row("run directory", str(summary["run_dir"]))
         self.console.print(Panel(table, title=f"[bold]{summary['name']}[/]", expand=False))

@@ -93,15 +93,25 @@ def versions() -> dict[str, str]:
 
     from dnntrick import __version__
 
-    return {"dnntrick": __version__, "python": platform.python_version(),
-            "torch": torch.__version__, "numpy": numpy.__version__}
+    return {
+        "dnntrick": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+    }
 
 
 def git_sha() -> str | None:
     """HEAD of the git checkout holding dnntrick's source, or None outside one."""
     try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
-                                capture_output=True, text=True, timeout=5, check=False)
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return result.stdout.strip() or None if result.returncode == 0 else None

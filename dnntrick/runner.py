@@ -39,8 +39,9 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise UsageError(f"device {name!r}: CUDA is not available here; use device: cpu "
-                             "(or auto)")
+            raise UsageError(
+                f"device {name!r}: CUDA is not available here; use device: cpu (or auto)"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UsageError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
     if device.type == "mps" and not torch.backends.mps.is_available():
@@ -48,8 +49,13 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def run_spec(spec: Spec, out: Path | str = "runs", reporter: Reporter | None = None,
-             source: str | None = None, overrides: list[str] | None = None) -> RunResult:
+def run_spec(
+    spec: Spec,
+    out: Path | str = "runs",
+    reporter: Reporter | None = None,
+    source: str | None = None,
+    overrides: list[str] | None = None,
+) -> RunResult:
     """Train `spec` and write its run directory under `out`."""
     reporter = reporter or Reporter()
     overrides = list(overrides or [])
@@ -64,29 +70,43 @@ def run_spec(spec: Spec, out: Path | str = "runs", reporter: Reporter | None = N
     run = RunDir(make_run_dir(out, spec.name))
     run.write_spec(dump_spec(spec), source, overrides)
     parameters = count_parameters(model)
-    reporter.start(spec.name, {
-        "data": f"{spec.data.dataset} {len(data.x_train)}/{len(data.x_val)}/{len(data.x_test)}",
-        "model": "-".join(str(h) for h in spec.model.hidden) + f" {spec.model.activation.name}"
-                 f" ({default_init(spec.model)})",
-        "optimizer": f"{spec.train.optimizer.name} lr {spec.train.optimizer.lr:g}",
-        "device": str(device), "parameters": f"{parameters:,}"})
+    reporter.start(
+        spec.name,
+        {
+            "data": f"{spec.data.dataset} {len(data.x_train)}/{len(data.x_val)}/{len(data.x_test)}",
+            "model": "-".join(str(h) for h in spec.model.hidden) + f" {spec.model.activation.name}"
+            f" ({default_init(spec.model)})",
+            "optimizer": f"{spec.train.optimizer.name} lr {spec.train.optimizer.lr:g}",
+            "device": str(device),
+            "parameters": f"{parameters:,}",
+        },
+    )
 
-    fitted = fit(model, optimizer, data, spec.train, generator, reporter,
-                 on_epoch_end=run.append_metrics)
-    test_loss, test_accuracy = evaluate(model, data.x_test, data.y_test,
-                                        spec.train.eval_batch_size)
+    fitted = fit(
+        model, optimizer, data, spec.train, generator, reporter, on_epoch_end=run.append_metrics
+    )
+    test_loss, test_accuracy = evaluate(model, data.x_test, data.y_test, spec.train.eval_batch_size)
     run.save_weights(model.state_dict(), metadata={"name": spec.name})
     summary = {
-        "name": spec.name, "dataset": spec.data.dataset,
-        "test_accuracy": test_accuracy, "test_loss": test_loss,
-        "best_val_accuracy": fitted.best_val_accuracy, "best_epoch": fitted.best_epoch,
-        "epochs_run": len(fitted.history), "stopped_early": fitted.stopped_early,
+        "name": spec.name,
+        "dataset": spec.data.dataset,
+        "test_accuracy": test_accuracy,
+        "test_loss": test_loss,
+        "best_val_accuracy": fitted.best_val_accuracy,
+        "best_epoch": fitted.best_epoch,
+        "epochs_run": len(fitted.history),
+        "stopped_early": fitted.stopped_early,
         "train_seconds": fitted.train_seconds,
         "samples_per_second": fitted.train_samples / max(fitted.train_seconds, 1e-9),
         "wall_seconds": time.perf_counter() - started,
-        "parameters": parameters, "device": str(device), "seed": spec.seed,
-        "versions": versions(), "git_sha": git_sha(),
-        "spec_file": source, "overrides": overrides, "run_dir": str(run.path),
+        "parameters": parameters,
+        "device": str(device),
+        "seed": spec.seed,
+        "versions": versions(),
+        "git_sha": git_sha(),
+        "spec_file": source,
+        "overrides": overrides,
+        "run_dir": str(run.path),
     }
     run.write_summary(summary)
     reporter.finish(summary)

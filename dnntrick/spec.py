@@ -37,8 +37,9 @@ def suggest(word: str, choices: Any) -> str:
 
 
 def unknown(kind: str, name: str, choices: Any) -> ValueError:
-    return ValueError(f"unknown {kind} {name!r}{suggest(name, choices)} "
-                      f"(choices: {', '.join(sorted(choices))})")
+    return ValueError(
+        f"unknown {kind} {name!r}{suggest(name, choices)} (choices: {', '.join(sorted(choices))})"
+    )
 
 
 class StrictModel(BaseModel):
@@ -55,12 +56,15 @@ class DataSpec(StrictModel):
     root: str | None = Field(None, description="folder holding the IDX files; null = search")
     val_size: NonNegativeInt = Field(5000, description="images held out from the training set")
     val_from: Literal["first", "last"] = Field(
-        "last", description="where the validation images come from: 1st/2nd ed. first, 3rd ed. last")
+        "last", description="where the validation images come from: 1st/2nd ed. first, 3rd ed. last"
+    )
     standardize: bool = Field(
-        False, description="per-pixel (x - mean) / (std + 1e-10), statistics of the training split")
+        False, description="per-pixel (x - mean) / (std + 1e-10), statistics of the training split"
+    )
     train_limit: PositiveInt | None = Field(None, description="keep the first N training images")
     classes: list[NonNegativeInt] | None = Field(
-        None, description="keep only these labels, renumbered 0..k-1 in the given order")
+        None, description="keep only these labels, renumbered 0..k-1 in the given order"
+    )
 
     @field_validator("classes")
     @classmethod
@@ -77,8 +81,10 @@ class DataSpec(StrictModel):
 
 class ActivationSpec(StrictModel):
     name: str
-    alpha: float | None = Field(None, description="leaky_relu slope (PyTorch 0.01, Keras 0.3); "
-                                "elu alpha; prelu initial slope")
+    alpha: float | None = Field(
+        None,
+        description="leaky_relu slope (PyTorch 0.01, Keras 0.3); elu alpha; prelu initial slope",
+    )
     lower: float | None = Field(None, description="rrelu lower slope bound")
     upper: float | None = Field(None, description="rrelu upper slope bound")
 
@@ -88,8 +94,13 @@ class ActivationSpec(StrictModel):
     def _known(self) -> ActivationSpec:
         if self.name not in ACTIVATIONS:
             raise unknown("activation", self.name, ACTIVATIONS)
-        _check_args("activation", self.name, self, {"alpha", "lower", "upper"},
-                    set(ACTIVATIONS[self.name].args))
+        _check_args(
+            "activation",
+            self.name,
+            self,
+            {"alpha", "lower", "upper"},
+            set(ACTIVATIONS[self.name].args),
+        )
         return self
 
     @property
@@ -98,10 +109,16 @@ class ActivationSpec(StrictModel):
 
 
 class InitSpec(StrictModel):
-    name: str = Field("auto", description="auto: He for the ReLU family, LeCun for SELU, "
-                      "Glorot otherwise (the book's table)")
-    mode: Mode | None = Field(None, description="fan used by variance scaling; default the "
-                              "initializer's own (Glorot fan_avg, He/LeCun fan_in)")
+    name: str = Field(
+        "auto",
+        description="auto: He for the ReLU family, LeCun for SELU, "
+        "Glorot otherwise (the book's table)",
+    )
+    mode: Mode | None = Field(
+        None,
+        description="fan used by variance scaling; default the "
+        "initializer's own (Glorot fan_avg, He/LeCun fan_in)",
+    )
     std: PositiveFloat | None = Field(None, description="std of `normal` (default 1.0)")
     gain: PositiveFloat | None = Field(None, description="gain of `orthogonal` (default 1.0)")
 
@@ -128,8 +145,10 @@ class InitSpec(StrictModel):
 
 
 class ModelSpec(StrictModel):
-    hidden: list[PositiveInt] = Field(default_factory=lambda: [300, 100],
-                                      description="units of each hidden layer, input side first")
+    hidden: list[PositiveInt] = Field(
+        default_factory=lambda: [300, 100],
+        description="units of each hidden layer, input side first",
+    )
     activation: ActivationSpec = Field(default_factory=lambda: ActivationSpec(name="relu"))
     init: InitSpec = Field(default_factory=InitSpec)
 
@@ -145,7 +164,8 @@ class OptimizerSpec(StrictModel):
     beta2: float | None = Field(None, ge=0, lt=1, description="Adam family β2 (default 0.999)")
     eps: PositiveFloat | None = Field(None, description="PyTorch default 1e-8 (Keras 1e-7)")
     weight_decay: NonNegativeFloat | None = Field(
-        None, description="PyTorch's coupled L2 added to the gradient (decoupled for adamw)")
+        None, description="PyTorch's coupled L2 added to the gradient (decoupled for adamw)"
+    )
     amsgrad: bool | None = None
 
     _to_mapping = model_validator(mode="before")(_name_to_mapping)
@@ -154,13 +174,15 @@ class OptimizerSpec(StrictModel):
     def _known(self) -> OptimizerSpec:
         if self.name not in OPTIMIZERS:
             raise unknown("optimizer", self.name, OPTIMIZERS)
-        _check_args("optimizer", self.name, self, set(OPTIMIZER_FIELDS),
-                    set(OPTIMIZERS[self.name].args))
+        _check_args(
+            "optimizer", self.name, self, set(OPTIMIZER_FIELDS), set(OPTIMIZERS[self.name].args)
+        )
         return self
 
 
-def _check_args(kind: str, name: str, spec: BaseModel, fields: set[str], accepted: set[str]
-                ) -> None:
+def _check_args(
+    kind: str, name: str, spec: BaseModel, fields: set[str], accepted: set[str]
+) -> None:
     given = {f for f in fields if getattr(spec, f) is not None}
     if extra := sorted(given - accepted):
         takes = ", ".join(sorted(accepted)) or "no arguments"
@@ -183,8 +205,11 @@ class TrainSpec(StrictModel):
 
 
 class Spec(StrictModel):
-    name: str = Field(..., pattern=NAME_PATTERN,
-                      description="run name: letters, digits, '.', '_' and '-' (default: file stem)")
+    name: str = Field(
+        ...,
+        pattern=NAME_PATTERN,
+        description="run name: letters, digits, '.', '_' and '-' (default: file stem)",
+    )
     seed: NonNegativeInt = 42
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     data: DataSpec = Field(default_factory=DataSpec)
@@ -195,8 +220,10 @@ class Spec(StrictModel):
     @classmethod
     def _device(cls, value: str) -> str:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value):
-            raise ValueError(f"unknown device {value!r}{suggest(value, ['auto', 'cpu', 'cuda'])} "
-                             "(choices: auto, cpu, cuda, cuda:N)")
+            raise ValueError(
+                f"unknown device {value!r}{suggest(value, ['auto', 'cpu', 'cuda'])} "
+                "(choices: auto, cpu, cuda, cuda:N)"
+            )
         return value
 
 

@@ -10,9 +10,14 @@ import typer
 SpecArg = Annotated[Path, typer.Argument(help="The experiment spec (.yaml).", show_default=False)]
 Overrides = Annotated[
     list[str] | None,
-    typer.Argument(help="Dotted overrides KEY=VALUE, values parsed as YAML "
-                   "(e.g. train.epochs=5 model.activation=elu).", show_default=False),
+    typer.Argument(
+        help="Dotted overrides KEY=VALUE, values parsed as YAML "
+        "(e.g. train.epochs=5 model.activation=elu).",
+        show_default=False,
+    ),
 ]
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder that receives the run directories.")]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="Override the spec's device "
-                                               "(auto, cpu, cuda, cuda:N).")]
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option("--device", help="Override the spec's device (auto, cpu, cuda, cuda:N)."),
+]

@@ -11,8 +11,9 @@ import typer
 
 from dnntrick.errors import DataError
 
-app = typer.Typer(help="Find or fetch data sets (MNIST, Fashion-MNIST, KMNIST).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Find or fetch data sets (MNIST, Fashion-MNIST, KMNIST).", no_args_is_help=True
+)
 DatasetArg = Annotated[str, typer.Argument(help="mnist, fashion-mnist or kmnist.")]
 DEBIAN_PACKAGES = {"fashion-mnist": "dataset-fashion-mnist"}
 
@@ -22,8 +23,10 @@ def _check_name(dataset: str) -> None:
     from dnntrick.spec import suggest
 
     if dataset not in DATASETS:
-        raise DataError(f"unknown data set {dataset!r}{suggest(dataset, DATASETS)} "
-                        f"(choices: {', '.join(DATASETS)})")
+        raise DataError(
+            f"unknown data set {dataset!r}{suggest(dataset, DATASETS)} "
+            f"(choices: {', '.join(DATASETS)})"
+        )
 
 
 @app.command()
@@ -54,14 +57,23 @@ def fetch(dataset: DatasetArg = "fashion-mnist") -> None:
         return
     package = DEBIAN_PACKAGES.get(dataset)
     if package is None or shutil.which("apt-get") is None:
-        raise DataError(f"{dataset}: the download failed and there is no system package for it; "
-                        "put the four IDX files in a folder and set $DNNTRICK_DATA")
+        raise DataError(
+            f"{dataset}: the download failed and there is no system package for it; "
+            "put the four IDX files in a folder and set $DNNTRICK_DATA"
+        )
     sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    typer.echo(f"{dataset}: the download failed (no network?); installing Debian's {package} "
-               "with apt-get ...")
+    typer.echo(
+        f"{dataset}: the download failed (no network?); installing Debian's {package} "
+        "with apt-get ..."
+    )
     for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
-        done = subprocess.run([*sudo, *cmd], capture_output=True, text=True, check=False,
-                              env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        done = subprocess.run(
+            [*sudo, *cmd],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
             raise DataError(f"{' '.join([*sudo, *cmd])} failed ({last}); run it as root")

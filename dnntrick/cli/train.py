@@ -16,12 +16,15 @@ def train(
     overrides: Overrides = None,
     out: OutOpt = Path("runs"),
     device: DeviceOpt = None,
-    print_config: Annotated[bool, typer.Option("--print-config",
-                                               help="Print the resolved spec and exit.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Summary JSON on stdout; progress "
-                                          "on stderr.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or epoch table; "
-                                        "one result line.")] = False,
+    print_config: Annotated[
+        bool, typer.Option("--print-config", help="Print the resolved spec and exit.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Summary JSON on stdout; progress on stderr.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress or epoch table; one result line.")
+    ] = False,
 ) -> None:
     """Train the MLP that SPEC describes; write runs/<name>-<time>/."""
     from dnntrick.config import dump_spec, load_spec
@@ -42,8 +45,10 @@ def train(
     if as_json:
         typer.echo(json.dumps(result.summary, indent=2))
     elif quiet:
-        typer.echo(f"{resolved.name}: test_accuracy={result.summary['test_accuracy']:.4f} "
-                   f"run_dir={result.run_dir}")
+        typer.echo(
+            f"{resolved.name}: test_accuracy={result.summary['test_accuracy']:.4f} "
+            f"run_dir={result.run_dir}"
+        )
 
 
 def register(app: typer.Typer) -> None:
