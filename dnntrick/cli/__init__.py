@@ -7,8 +7,9 @@ from __future__ import annotations
 import sys
 
 import typer
+from typer.exceptions import TyperException
 
-from dnntrick.errors import DnntrickError
+from dnntrick.errors import EXIT_SIGINT, EXIT_USAGE, DnntrickError
 
 app = typer.Typer(
     name="dnntrick",
@@ -20,7 +21,14 @@ app = typer.Typer(
 )
 
 
+_registered = False
+
+
 def _register() -> None:
+    global _registered
+    if _registered:
+        return
+    _registered = True
     from dnntrick.cli import check, data, train
 
     for module in (train, check):
@@ -28,11 +36,22 @@ def _register() -> None:
     app.add_typer(data.app, name="data")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors print one line and exit with their code, no traceback."""
     _register()
     try:
-        app()
+        code = app(args=argv, prog_name="dnntrick", standalone_mode=False)
+    except TyperException as err:  # usage errors: one line instead of a rich panel
+        if type(err).__name__ == "NoArgsIsHelpError":  # `dnntrick` alone: show the help
+            print(err.format_message(), file=sys.stderr)
+            sys.exit(EXIT_USAGE)
+        ctx = getattr(err, "ctx", None)
+        where = ctx.command_path if ctx is not None else "dnntrick"
+        print(f"error: {err.format_message()} (see `{where} --help`)", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        sys.exit(EXIT_SIGINT)
     except DnntrickError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -7,10 +7,13 @@ from typing import Annotated
 
 import typer
 
-SpecArg = Annotated[Path, typer.Argument(help="The experiment spec (.yaml).", show_default=False)]
+SpecArg = Annotated[
+    Path, typer.Argument(help="The experiment spec (.yaml).", metavar="SPEC", show_default=False)
+]
 Overrides = Annotated[
     list[str] | None,
     typer.Argument(
+        metavar="KEY=VALUE",
         help="Dotted overrides KEY=VALUE, values parsed as YAML "
         "(e.g. train.epochs=5 model.activation=elu).",
         show_default=False,

@@ -1,0 +1,33 @@
+# dnntrick: `make setup` once, then `make test`. See README.md.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: setup test lint format bench clean
+
+## setup: create .venv, install dnntrick with its dev extras, make Fashion-MNIST available
+setup:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --editable '.[dev]'
+	$(BIN)/dnntrick data fetch fashion-mnist
+
+## test: the whole suite (real-data tests included; about 10 minutes on 2 cores)
+test:
+	$(BIN)/python -m pytest
+
+## lint: ruff (lint + format check) and mypy
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format:
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## bench: speed against plain PyTorch loops (not part of the tests)
+bench:
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

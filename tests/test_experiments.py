@@ -1,0 +1,46 @@
+"""Examples are tests: every spec under experiments/ validates and trains a few steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dnntrick.config import load_spec
+from dnntrick.runner import run_spec
+from tests.conftest import REPO
+
+EXPERIMENTS = sorted((REPO / "experiments").rglob("*.yaml"))
+
+
+def test_there_are_experiments():
+    names = {p.relative_to(REPO / "experiments").as_posix() for p in EXPERIMENTS}
+    assert {
+        "selu.yaml",
+        "leaky_relu.yaml",
+        "elu.yaml",
+        "default.yaml",
+        "mnist/selu.yaml",
+        "mnist/leaky_relu.yaml",
+        "mnist/elu.yaml",
+    } <= names
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_experiment_validates_and_runs_two_steps(path: Path, tiny_root: Path, tmp_path: Path):
+    text = path.read_text()
+    assert text.startswith("# dnntrick "), "each experiment opens with its command"
+    spec = load_spec(path)
+    batch = spec.train.batch_size
+    quick = load_spec(
+        path,
+        [
+            f"data.root={tiny_root}",
+            "data.val_size=100",
+            "train.epochs=1",
+            f"data.train_limit={2 * batch}",
+        ],
+    )
+    result = run_spec(quick, out=tmp_path)
+    assert result.summary["epochs_run"] == 1
+    assert result.summary["name"] == spec.name
