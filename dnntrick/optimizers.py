@@ -30,6 +30,18 @@ class Optimizer:
 
 _SGD_ARGS = {"weight_decay": "weight_decay"}
 _ADAM_ARGS = {"beta1": "beta1", "beta2": "beta2", "eps": "eps", "weight_decay": "weight_decay"}
+_RMSPROP_ARGS = {
+    "rho": "alpha",
+    "momentum": "momentum",
+    "eps": "eps",
+    "centered": "centered",
+    "weight_decay": "weight_decay",
+}
+_ADAGRAD_ARGS = {
+    "initial_accumulator": "initial_accumulator_value",
+    "eps": "eps",
+    "weight_decay": "weight_decay",
+}
 
 OPTIMIZERS: dict[str, Optimizer] = {
     "sgd": Optimizer("SGD", _SGD_ARGS),
@@ -40,7 +52,15 @@ OPTIMIZERS: dict[str, Optimizer] = {
         fixed={"nesterov": True},
         defaults={"momentum": 0.9},
     ),
+    # G = initial_accumulator + Σ g²; p -= lr·g / (√G + eps). PyTorch starts G at 0, Keras at 0.1.
+    "adagrad": Optimizer("Adagrad", _ADAGRAD_ARGS),
+    # v = ρ·v + (1-ρ)·g²; buf = momentum·buf + g / (√v + eps); p -= lr·buf (PyTorch; ρ = `alpha`).
+    "rmsprop": Optimizer("RMSprop", _RMSPROP_ARGS),
     "adam": Optimizer("Adam", {**_ADAM_ARGS, "amsgrad": "amsgrad"}),
+    "adamax": Optimizer("Adamax", _ADAM_ARGS),
+    "nadam": Optimizer("NAdam", _ADAM_ARGS),
+    # weight decay decoupled from the gradient: p -= lr·wd·p before the Adam step
+    "adamw": Optimizer("AdamW", {**_ADAM_ARGS, "amsgrad": "amsgrad"}),
 }
 
 

@@ -153,20 +153,49 @@ class ModelSpec(StrictModel):
     init: InitSpec = Field(default_factory=InitSpec)
 
 
-OPTIMIZER_FIELDS = ("momentum", "beta1", "beta2", "eps", "weight_decay", "amsgrad")
+OPTIMIZER_FIELDS = (
+    "momentum",
+    "beta1",
+    "beta2",
+    "eps",
+    "weight_decay",
+    "amsgrad",
+    "rho",
+    "centered",
+    "initial_accumulator",
+)
 
 
 class OptimizerSpec(StrictModel):
     name: str = "sgd"
     lr: PositiveFloat = 0.01
-    momentum: NonNegativeFloat | None = Field(None, description="momentum/nesterov (default 0.9)")
+    momentum: NonNegativeFloat | None = Field(
+        None, description="momentum/nesterov (default 0.9); rmsprop (default 0)"
+    )
     beta1: float | None = Field(None, ge=0, lt=1, description="Adam family β1 (default 0.9)")
     beta2: float | None = Field(None, ge=0, lt=1, description="Adam family β2 (default 0.999)")
-    eps: PositiveFloat | None = Field(None, description="PyTorch default 1e-8 (Keras 1e-7)")
+    eps: PositiveFloat | None = Field(
+        None,
+        description="added to the denominator's square root: Adam family 1e-8 (Keras 1e-7), "
+        "rmsprop 1e-8 (TF1 1e-10, added inside the root), adagrad 1e-10 (Keras 1e-7)",
+    )
     weight_decay: NonNegativeFloat | None = Field(
-        None, description="PyTorch's coupled L2 added to the gradient (decoupled for adamw)"
+        None,
+        description="PyTorch's coupled L2 added to the gradient; adamw: decoupled, "
+        "p -= lr·wd·p (PyTorch default 0.01, Keras 0.004)",
     )
     amsgrad: bool | None = None
+    rho: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="rmsprop decay of the squared-gradient average: TF/Keras `rho`/`decay` 0.9, "
+        "PyTorch `alpha` 0.99 (default: PyTorch's 0.99)",
+    )
+    centered: bool | None = Field(None, description="rmsprop: divide by the gradient's variance")
+    initial_accumulator: NonNegativeFloat | None = Field(
+        None, description="adagrad's starting sum of squares: PyTorch 0 (default), Keras 0.1"
+    )
 
     _to_mapping = model_validator(mode="before")(_name_to_mapping)
 
