@@ -1,7 +1,9 @@
 """The training loop: one plain function whose order reads top to bottom.
 
-Per step: slice a batch → forward → loss → backward → optimizer step → add to running sums.
-Per epoch: evaluate on the validation split, record a metrics row, check early stopping.
+Per step: schedule the lr → slice a batch → augment → forward → loss → backward → optimizer
+step → add to running sums. Per epoch: evaluate on the validation split, record a metrics row
+(with the lr of the epoch's first step and the mean lr over its steps), let a performance
+schedule react, check early stopping.
 The running sums stay on the device and are read once per epoch (plus a throttled read for the
 progress bar, at most a few times a second): no host-device sync per step.
 """
@@ -20,6 +22,7 @@ from torch import nn
 
 from dnntrick.data import Splits
 from dnntrick.report import Reporter
+from dnntrick.schedules import Scheduler
 from dnntrick.spec import EarlyStoppingSpec, TrainSpec
 
 PROGRESS_INTERVAL_S = 0.25  # how often the progress bar may read the running loss (a sync point)
@@ -88,12 +91,17 @@ def fit(
     generator: torch.Generator,
     reporter: Reporter,
     on_epoch_end: Callable[[dict[str, Any]], None] = lambda row: None,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> FitResult:
-    """Train `model` on data.x_train for spec.epochs epochs (or until early stopping)."""
+    """Train `model` on data.x_train for spec.epochs epochs (or until early stopping).
+
+    `augment` maps a training batch [B, F] to an augmented one (see dnntrick.augment).
+    """
     x, y = data.x_train, data.y_train
     n, bs, device = len(x), spec.batch_size, x.device
     steps = (n + bs - 1) // bs  # the last, smaller batch is kept (PyTorch/Keras convention)
     stopper = EarlyStopping(spec.early_stopping)
+    scheduler = Scheduler(spec.schedule, spec.optimizer.lr, steps, spec.epochs, optimizer)
     result = FitResult()
     model.train()
     for epoch in range(1, spec.epochs + 1):
@@ -102,12 +110,15 @@ def fit(
         order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        lr = optimizer.param_groups[0]["lr"]
+        lrs: list[float] = []  # host floats: the lr of each step, no device read
         reporter.epoch_start(epoch, spec.epochs, steps)
         next_report = t0 + PROGRESS_INTERVAL_S
         for step in range(steps):
+            lrs.append(scheduler.before_step((epoch - 1) * steps + step))
             idx = order[step * bs : (step + 1) * bs]
             xb, yb = x[idx], y[idx]
+            if augment is not None:
+                xb = augment(xb)
             logits = model(xb)
             loss = F.cross_entropy(logits, yb)
             optimizer.zero_grad(set_to_none=True)
@@ -130,11 +141,12 @@ def fit(
         row["val_loss"], row["val_accuracy"] = evaluate(
             model, data.x_val, data.y_val, spec.eval_batch_size
         )
-        row["lr"] = lr
+        row["lr"], row["lr_mean"] = lrs[0], sum(lrs) / len(lrs)
         row["seconds"] = time.perf_counter() - t0
         result.history.append(row)
         on_epoch_end(row)
         reporter.epoch_end(row, samples_per_second=n / train_time)
+        scheduler.after_epoch(row)
         if len(data.x_val) and stopper.update(epoch, row, model):
             result.stopped_early = True
             break

@@ -25,6 +25,7 @@ from pydantic import (
 from dnntrick.activations import ACTIVATIONS
 from dnntrick.initializers import ALIASES, INITIALIZERS, Mode
 from dnntrick.optimizers import OPTIMIZERS
+from dnntrick.schedules import SCHEDULES
 
 DATASETS = ("mnist", "fashion-mnist", "kmnist")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
@@ -218,6 +219,101 @@ def _check_args(
         raise ValueError(f"{kind} {name!r} does not take {', '.join(extra)} (it takes: {takes})")
 
 
+SCHEDULE_FIELDS = (
+    "unit",
+    "decay_rate",
+    "period",
+    "staircase",
+    "power",
+    "boundaries",
+    "values",
+    "monitor",
+    "factor",
+    "patience",
+    "min_delta",
+    "min_lr",
+    "start_lr",
+    "final_lr",
+    "final_steps",
+    "warmup",
+)
+
+
+class ScheduleSpec(StrictModel):
+    """A learning-rate schedule; t counts completed steps or epochs (`unit`), from 0."""
+
+    name: str
+    unit: Literal["step", "epoch"] | None = Field(
+        None,
+        description="what t counts: exponential/power/cosine default step (Keras schedules), "
+        "piecewise epoch",
+    )
+    decay_rate: PositiveFloat | None = Field(
+        None, description="exponential: lr0·decay_rate^(t/period) (default 0.1)"
+    )
+    period: PositiveFloat | None = Field(
+        None,
+        description="exponential/power: t is divided by it (default 10000); Keras "
+        "SGD(decay=d) is power with period 1/d",
+    )
+    staircase: bool | None = Field(None, description="exponential: floor(t/period) (default no)")
+    power: PositiveFloat | None = Field(None, description="power: lr0/(1+t/period)^power (1)")
+    boundaries: list[NonNegativeInt] | None = Field(
+        None, description="piecewise: t at which the lr moves to the next value, increasing"
+    )
+    values: list[PositiveFloat] | None = Field(
+        None, description="piecewise: the lr from each boundary on (lr0 before the first)"
+    )
+    monitor: Literal["val_loss", "val_accuracy", "train_loss"] | None = Field(
+        None, description="performance: the metric watched (default val_loss)"
+    )
+    factor: float | None = Field(
+        None, gt=0, lt=1, description="performance: lr multiplier on a plateau (Keras 0.1)"
+    )
+    patience: PositiveInt | None = Field(
+        None, description="performance: epochs without improvement before a cut (Keras 10)"
+    )
+    min_delta: NonNegativeFloat | None = Field(
+        None, description="performance: smallest improvement that counts (Keras 1e-4)"
+    )
+    min_lr: NonNegativeFloat | None = Field(
+        None, description="performance: floor of the lr; cosine: the final lr (default 0)"
+    )
+    start_lr: PositiveFloat | None = Field(
+        None, description="one_cycle: first and middle lr (default lr/10; lr is the peak)"
+    )
+    final_lr: PositiveFloat | None = Field(
+        None, description="one_cycle: lr at the very end (default start_lr/1000)"
+    )
+    final_steps: PositiveInt | None = Field(
+        None, description="one_cycle: steps of the final drop (default total steps//10 + 1)"
+    )
+    warmup: NonNegativeInt | None = Field(
+        None, description="cosine: t of the linear warm-up from lr0/warmup to lr0 (default 0)"
+    )
+
+    _to_mapping = model_validator(mode="before")(_name_to_mapping)
+
+    @model_validator(mode="after")
+    def _known(self) -> ScheduleSpec:
+        if self.name not in SCHEDULES:
+            raise unknown("schedule", self.name, SCHEDULES)
+        _check_args("schedule", self.name, self, set(SCHEDULE_FIELDS), SCHEDULES[self.name].args)
+        if self.name == "piecewise":
+            if not self.boundaries or self.values is None:
+                raise ValueError(
+                    "piecewise needs boundaries and values, e.g. [5, 15] and [0.005, 0.001]"
+                )
+            if len(self.values) != len(self.boundaries):
+                raise ValueError(
+                    f"piecewise needs one value per boundary (got {len(self.boundaries)} "
+                    f"boundaries, {len(self.values)} values)"
+                )
+            if any(b >= c for b, c in zip(self.boundaries, self.boundaries[1:], strict=False)):
+                raise ValueError(f"piecewise boundaries must increase (got {self.boundaries})")
+        return self
+
+
 class EarlyStoppingSpec(StrictModel):
     patience: PositiveInt = Field(5, description="epochs without improvement before stopping")
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
@@ -229,6 +325,9 @@ class TrainSpec(StrictModel):
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 32
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    schedule: ScheduleSpec | None = Field(
+        None, description="learning-rate schedule; null = the optimizer's lr throughout"
+    )
     early_stopping: EarlyStoppingSpec | None = None
     eval_batch_size: PositiveInt = Field(10_000, description="batch size for evaluation only")
 

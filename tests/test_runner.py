@@ -37,7 +37,16 @@ SUMMARY_KEYS = {
     "versions",
     "git_sha",
 }
-METRIC_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
+METRIC_KEYS = {
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "lr_mean",
+    "seconds",
+}
 
 
 def run(tmp_path: Path, tiny_root: Path, extra: list[str] | None = None, text: str = SPEC):
