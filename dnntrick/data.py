@@ -226,6 +226,9 @@ class Splits:
     x_test: torch.Tensor
     y_test: torch.Tensor
     classes: tuple[str, ...]
+    # per-pixel statistics [1, features] of the training split when data.standardize, else None
+    pixel_mean: torch.Tensor | None = None
+    pixel_std: torch.Tensor | None = None
 
     @property
     def in_features(self) -> int:
@@ -275,13 +278,21 @@ def load_splits(spec: DataSpec, device: torch.device | str = "cpu") -> Splits:
         return xt.float().div_(255.0), yt
 
     tensors = {k: to_tensors(x, y) for k, (x, y) in parts.items()}
+    mean = std = None
     if spec.standardize:
         train_x = tensors["train"][0]
         mean = train_x.mean(dim=0, keepdim=True)
         std = train_x.std(dim=0, keepdim=True) + 1e-10  # the seed's +1e-10 guards constant pixels
         for xt, _ in tensors.values():
             xt.sub_(mean).div_(std)
-    return Splits(*tensors["train"], *tensors["val"], *tensors["test"], classes=classes)
+    return Splits(
+        *tensors["train"],
+        *tensors["val"],
+        *tensors["test"],
+        classes,
+        pixel_mean=mean,
+        pixel_std=std,
+    )
 
 
 def _keep_classes(x: np.ndarray, y: np.ndarray, keep: list[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from dnntrick.augment import build_augmenter
 from dnntrick.config import dump_spec
 from dnntrick.data import load_splits
 from dnntrick.errors import UsageError
@@ -66,6 +67,9 @@ def run_spec(
     model = build_model(spec.model, data.in_features, data.n_classes).to(device)
     optimizer = build_optimizer(spec.train.optimizer, model.parameters(), device.type)
     generator = torch.Generator().manual_seed(spec.seed)  # data order: its own stream
+    augment = build_augmenter(
+        spec.data.augment, data.in_features, spec.seed, device, data.pixel_mean, data.pixel_std
+    )
 
     run = RunDir(make_run_dir(out, spec.name))
     run.write_spec(dump_spec(spec), source, overrides)
@@ -83,7 +87,14 @@ def run_spec(
     )
 
     fitted = fit(
-        model, optimizer, data, spec.train, generator, reporter, on_epoch_end=run.append_metrics
+        model,
+        optimizer,
+        data,
+        spec.train,
+        generator,
+        reporter,
+        on_epoch_end=run.append_metrics,
+        augment=augment,
     )
     test_loss, test_accuracy = evaluate(model, data.x_test, data.y_test, spec.train.eval_batch_size)
     run.save_weights(model.state_dict(), metadata={"name": spec.name})

@@ -52,6 +52,26 @@ def _name_to_mapping(value: Any) -> Any:
     return {"name": value} if isinstance(value, str) else value
 
 
+class AugmentSpec(StrictModel):
+    """Random changes to each training image, drawn per batch on the device (seeded)."""
+
+    shift: NonNegativeInt = Field(0, description="largest shift, in whole pixels, along each axis")
+    rotate: float = Field(0.0, ge=0, le=180, description="largest rotation, degrees, either way")
+    flip: bool = Field(False, description="mirror left-right with probability 1/2 (not for digits)")
+    erase: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="probability of blacking out one rectangle of 2-33% of the image",
+    )
+
+    @model_validator(mode="after")
+    def _does_something(self) -> AugmentSpec:
+        if not (self.shift or self.rotate or self.flip or self.erase):
+            raise ValueError("augmentation does nothing: set shift, rotate, flip or erase")
+        return self
+
+
 class DataSpec(StrictModel):
     dataset: Literal["mnist", "fashion-mnist", "kmnist"] = "fashion-mnist"
     root: str | None = Field(None, description="folder holding the IDX files; null = search")
@@ -66,6 +86,18 @@ class DataSpec(StrictModel):
     classes: list[NonNegativeInt] | None = Field(
         None, description="keep only these labels, renumbered 0..k-1 in the given order"
     )
+    augment: AugmentSpec | None = Field(None, description="training-time augmentation; null = none")
+
+    @model_validator(mode="after")
+    def _flips_fit_the_data(self) -> DataSpec:
+        from dnntrick.data import DATASETS as INFO
+
+        if self.augment and self.augment.flip and not INFO[self.dataset].flips_meaningful:
+            raise ValueError(
+                f"augment.flip is refused for {self.dataset}: a mirrored character is another "
+                "character or none; use shift and rotate"
+            )
+        return self
 
     @field_validator("classes")
     @classmethod
