@@ -10,7 +10,6 @@ progress bar, at most a few times a second): no host-device sync per step.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,12 +71,15 @@ class EarlyStopping:
 
     def update(self, epoch: int, row: dict[str, Any], model: nn.Module) -> bool:
         """Record epoch `epoch`; True when training should stop."""
+        if self.spec and epoch <= self.spec.start_from_epoch:
+            return False
         value = self.sign * row[self.monitor]
         min_delta = self.spec.min_delta if self.spec else 0.0
         if value > self.best + min_delta:
             self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
             if self.spec and self.spec.restore_best:
-                self.best_state = copy.deepcopy(model.state_dict())
+                # clones of every parameter and buffer (BN statistics too): restored bitwise
+                self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             return False
         self.bad_epochs += 1
         return self.spec is not None and self.bad_epochs >= self.spec.patience

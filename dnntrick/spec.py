@@ -350,7 +350,14 @@ class EarlyStoppingSpec(StrictModel):
     patience: PositiveInt = Field(5, description="epochs without improvement before stopping")
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
     min_delta: NonNegativeFloat = Field(0.0, description="smallest change that counts as better")
-    restore_best: bool = Field(True, description="end with the best epoch's weights")
+    restore_best: bool = Field(
+        True, description="end with a bitwise copy of the best epoch's weights and buffers"
+    )
+    start_from_epoch: NonNegativeInt = Field(
+        0,
+        description="epochs ignored before watching starts (Keras start_from_epoch): "
+        "epochs 1..N neither count as bad nor become the best",
+    )
 
 
 class TrainSpec(StrictModel):
