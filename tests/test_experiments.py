@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 
 from dnntrick.config import load_spec
+from dnntrick.optimizers import OPTIMIZERS
 from dnntrick.runner import run_spec
 from tests.conftest import REPO
 
 EXPERIMENTS = sorted((REPO / "experiments").rglob("*.yaml"))
+SCHEDULE_ROWS = ("power", "exponential_epoch", "exponential_step", "piecewise", "performance")
 
 
 def test_there_are_experiments():
@@ -23,6 +25,17 @@ def test_there_are_experiments():
         "mnist/selu.yaml",
         "mnist/leaky_relu.yaml",
         "mnist/elu.yaml",
+        "exponential_decay.yaml",
+        "one_cycle.yaml",
+        "augmentation.yaml",
+        "best.yaml",
+        "mnist/exponential_decay.yaml",
+        *(f"schedules/{s}.yaml" for s in SCHEDULE_ROWS),
+        *(f"schedules/3rd_edition/{s}.yaml" for s in ("inverse_time", "exponential_step")),
+        *(f"schedules/3rd_edition/{s}.yaml" for s in ("piecewise", "performance")),
+        *(f"optimizers/{name}.yaml" for name in OPTIMIZERS),
+        *(f"mnist/optimizers/{n}.yaml" for n in ("momentum", "nesterov", "adagrad", "rmsprop")),
+        "mnist/optimizers/adam.yaml",
     } <= names
 
 

@@ -152,3 +152,14 @@ def test_arguments_an_optimizer_does_not_use_are_refused():
         OptimizerSpec(name="adam", rho=0.9)
     with pytest.raises(ValueError, match="'sgd' does not take initial_accumulator"):
         OptimizerSpec(name="sgd", initial_accumulator=0.1)
+
+
+def test_the_seeds_rmsprop_row_reaches_torch_exactly():
+    from dnntrick.config import load_spec
+    from dnntrick.optimizers import optimizer_kwargs
+
+    spec = load_spec("experiments/mnist/optimizers/rmsprop.yaml")
+    assert optimizer_kwargs(spec.train.optimizer) == (
+        "RMSprop",
+        {"lr": 0.01, "alpha": 0.9, "momentum": 0.9, "eps": 1e-10},
+    )
