@@ -80,7 +80,8 @@ def run_spec(
             "data": f"{spec.data.dataset} {len(data.x_train)}/{len(data.x_val)}/{len(data.x_test)}",
             "model": "-".join(str(h) for h in spec.model.hidden) + f" {spec.model.activation.name}"
             f" ({default_init(spec.model)})",
-            "optimizer": f"{spec.train.optimizer.name} lr {spec.train.optimizer.lr:g}",
+            "optimizer": f"{spec.train.optimizer.name} lr {spec.train.optimizer.lr:g}"
+            + (f" {spec.train.schedule.name}" if spec.train.schedule else ""),
             "device": str(device),
             "parameters": f"{parameters:,}",
         },
