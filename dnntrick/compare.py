@@ -74,7 +74,8 @@ class Variant:
 
 def split_inputs(args: list[str]) -> tuple[list[str], list[str]]:
     """(paths, overrides): an argument is an override when it reads KEY=VALUE and is no path."""
-    paths, overrides = [], []
+    paths: list[str] = []
+    overrides: list[str] = []
     for arg in args:
         key = arg.partition("=")[0]
         is_override = "=" in arg and re.fullmatch(KEY_PATTERN, key) and not Path(arg).exists()
@@ -167,9 +168,12 @@ def expand_specs(
             raw.append((path, apply_overrides(read_spec_file(Path(path)), overrides)))
         except SpecError as err:
             raw.append((path, err))
-    names = [data.get("name", Path(p).stem) if isinstance(data, dict) else Path(p).stem
-             for p, data in raw]
-    seed0 = next((_seed0(d) for _, d in raw if isinstance(d, dict) and _seed0(d) is not None), 42)
+    names = [
+        data.get("name", Path(p).stem) if isinstance(data, dict) else Path(p).stem
+        for p, data in raw
+    ]
+    found = [seed for _, d in raw if isinstance(d, dict) and (seed := _seed0(d)) is not None]
+    seed0 = found[0] if found else Spec.model_fields["seed"].default
     seed_list = [seed0 + i for i in range(seeds)]
     varied = [(k, vs) for k, vs in grid if len(vs) > 1]
     keys = [k for k, _ in varied]
@@ -180,7 +184,8 @@ def expand_specs(
             point_overrides = [f"{k}={v}" for (k, _), v in zip(grid, point, strict=True)]
             parts = [name] if show_name else []
             parts += [
-                f"{short_key(k, keys)}={v}" for (k, vs), v in zip(grid, point, strict=True)
+                f"{short_key(k, keys)}={v}"
+                for (k, vs), v in zip(grid, point, strict=True)
                 if len(vs) > 1
             ]
             variant = Variant(" ".join(parts), path, overrides + point_overrides)
@@ -328,10 +333,15 @@ def what_differs(variant: Variant, baseline: Variant) -> dict[str, Any]:
     """Spec keys whose value differs from the baseline's, with this variant's value."""
     if variant is baseline or variant.error or baseline.error:
         return {}
-    keys = sorted(set(variant.params) | set(baseline.params))
-    return {
-        k: variant.params.get(k) for k in keys if variant.params.get(k) != baseline.params.get(k)
-    }
+    mine, theirs = variant.params, baseline.params
+    differs = {}
+    for key in sorted(set(mine) | set(theirs)):
+        choice = key.rsplit(".", 1)[0] + ".name"  # an argument of a choice (activation alpha…)
+        if key not in mine and choice in mine and mine[choice] != theirs.get(choice):
+            continue  # …that this variant's different choice does not take
+        if mine.get(key) != theirs.get(key):
+            differs[key] = mine.get(key)
+    return differs
 
 
 @dataclass
@@ -385,7 +395,7 @@ def accuracies(variant: Variant) -> dict[int, float]:
 def exit_code(variants: list[Variant]) -> int:
     """0 when every variant ran; 2 when all failures are bad input (spec, data, usage); else 1."""
     codes = [v.exit_code for v in variants if v.error] + [
-        r.exit_code for v in variants for r in v.runs if r.status not in ("ok",)
+        r.exit_code for v in variants for r in v.runs if r.status in ("diverged", "error")
     ]
     if not codes:
         return 0

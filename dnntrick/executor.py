@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from dnntrick.report import Reporter
 
@@ -59,8 +59,7 @@ class Executor(Protocol):
     def run(self, jobs: list[Job], on_event: Callable[[Event], None]) -> list[Outcome]: ...
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     jobs: int
     threads: int  # torch intra-op threads per worker
 
@@ -215,7 +214,9 @@ def _outcome(future: Future[Outcome], job: Job) -> Outcome:
     try:
         return future.result()
     except BrokenProcessPool:
-        return Outcome(job.id, "error", error="its worker process died (out of memory?)", exit_code=1)
+        return Outcome(
+            job.id, "error", error="its worker process died (out of memory?)", exit_code=1
+        )
     except Exception as err:  # e.g. an Outcome that could not be pickled back
         return Outcome(job.id, "error", error=f"{type(err).__name__}: {err}", exit_code=1)
 
@@ -223,4 +224,3 @@ def _outcome(future: Future[Outcome], job: Job) -> Outcome:
 def make_executor(plan: Plan) -> Executor:
     """In this process for one job at a time, else a pool of worker processes."""
     return InProcessExecutor() if plan.jobs == 1 else ProcessExecutor(plan.jobs, plan.threads)
-

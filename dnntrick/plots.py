@@ -16,7 +16,9 @@ from dnntrick.stats import mean_std
 PANELS = (("val_accuracy", "validation accuracy"), ("train_loss", "training loss"))
 
 
-def curve(histories: list[list[dict[str, Any]]], key: str) -> tuple[list[int], list[float], list[float]]:
+def curve(
+    histories: list[list[dict[str, Any]]], key: str
+) -> tuple[list[int], list[float], list[float]]:
     """(epochs, mean, std) of `key` over the runs; std is 0 where only one run has that epoch."""
     epochs = sorted({row["epoch"] for history in histories for row in history})
     means, stds = [], []
@@ -39,6 +41,7 @@ def plot_comparison(variants: list[Variant], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), dpi=110, constrained_layout=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -53,13 +56,16 @@ def plot_comparison(variants: list[Variant], path: Path, title: str) -> None:
             ax.plot(epochs, mean, color=color, label=label, linewidth=1.8, marker="o", markersize=3)
             low = [m - s for m, s in zip(mean, std, strict=True)]
             high = [m + s for m, s in zip(mean, std, strict=True)]
-            ax.fill_between(epochs, low, high, color=color, alpha=0.2, linewidth=0)
+            if len(epochs) > 1:
+                ax.fill_between(epochs, low, high, color=color, alpha=0.2, linewidth=0)
+            else:  # one epoch: a band has no width, so draw the spread as an error bar
+                ax.errorbar(epochs, mean, yerr=std, color=color, capsize=4)
     for ax, (_, name) in zip(axes, PANELS, strict=True):
         ax.set_title(f"{name} (mean ± std over seeds)")
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.grid(True, alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
     fig.suptitle(title)

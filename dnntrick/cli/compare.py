@@ -62,7 +62,8 @@ def compare(
         Path | None, typer.Option("--csv", metavar="FILE", help="Also write the per-run CSV here.")
     ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="comparison.json on stdout; table and progress on stderr.")
+        bool,
+        typer.Option("--json", help="comparison.json on stdout; table and progress on stderr."),
     ] = False,
     out: OutOpt = Path("runs"),
     device: DeviceOpt = None,
@@ -142,7 +143,9 @@ def compare(
         from dnntrick.plots import plot_comparison
 
         n_seeds = max((len(v.runs) for v in variants), default=0)
-        plot_comparison(variants, plot, f"dnntrick compare: {len(variants)} variants × {n_seeds} seeds")
+        plot_comparison(
+            variants, plot, f"dnntrick compare: {len(variants)} variants × {n_seeds} seeds"
+        )
     written = [str(folder / "comparison.json"), *(str(p) for p in (plot, csv_file) if p)]
     console.print(f"[dim]wrote {', '.join(written)}[/]")
     if as_json:
@@ -207,7 +210,11 @@ def _run(variants: list, folder: Path, console: object, jobs: int | None) -> tup
         outcomes = make_executor(plan).run(job_list, live.on_event)
     for outcome in outcomes:
         _, record = runs[outcome.id]
-        record.status, record.summary, record.history = outcome.status, outcome.summary, outcome.history
+        record.status, record.summary, record.history = (
+            outcome.status,
+            outcome.summary,
+            outcome.history,
+        )
         record.error, record.exit_code = outcome.error, outcome.exit_code
         if outcome.summary:
             record.run_dir = outcome.summary.get("run_dir")
