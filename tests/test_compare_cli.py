@@ -70,7 +70,10 @@ def test_seeds_differ_and_the_same_seed_means_the_same_data_order(
         assert summary["seed"] == run["seed"]
         assert summary["test_accuracy"] == run["test_accuracy"]
     d = tanh["stats"]["difference"]
-    diffs = [t["test_accuracy"] - r["test_accuracy"] for t, r in zip(tanh["runs"], relu["runs"])]
+    diffs = [
+        t["test_accuracy"] - r["test_accuracy"]
+        for t, r in zip(tanh["runs"], relu["runs"], strict=True)
+    ]
     assert d["pairs"] == 2 and d["test_accuracy_mean"] == pytest.approx(sum(diffs) / 2)
 
 
@@ -78,8 +81,9 @@ def test_outputs_table_json_csv_and_png(cli, tmp_path: Path, tiny_root: Path):
     spec = write_spec(tmp_path, SPEC)
     png, table = tmp_path / "cmp.png", tmp_path / "all.csv"
     code, out, err = compare(
-        cli, tmp_path, tiny_root, str(spec), "--vary", "train.optimizer.lr=0.01,0.1", "--seeds", "2",
-        "--target", "0.3", "--plot", str(png), "--csv", str(table), "--json", epochs=2,
+        cli, tmp_path, tiny_root, str(spec), "--vary", "train.optimizer.lr=0.01,0.1",
+        "--seeds", "2", "--target", "0.3", "--plot", str(png), "--csv", str(table), "--json",
+        epochs=2,
     )  # fmt: skip
     assert code == 0, err
     folder, doc = comparison(tmp_path)
@@ -180,13 +184,13 @@ def test_failing_variants_are_reported_and_do_not_stop_the_others(
 def test_worker_errors_are_rows_and_only_bad_input_exits_2(cli, tmp_path: Path, tiny_root: Path):
     good = write_spec(tmp_path, SPEC, "good.yaml")
     typo = write_spec(tmp_path, SPEC.replace("epochs", "epocs"), "typo.yaml")
-    code, out, err = compare(cli, tmp_path, tiny_root, str(good), str(typo), "--seeds", "1")
+    code, _, err = compare(cli, tmp_path, tiny_root, str(good), str(typo), "--seeds", "1")
     assert code == 2, err  # every failure was a bad spec
     _, doc = comparison(tmp_path)
     assert [v["status"] for v in doc["variants"]] == ["ok", "bad spec"]
     assert doc["variants"][0]["runs"][0]["test_accuracy"] > 0.1
     # a start-up failure inside the run (no data there) is an error row, exit 2 (bad data)
-    code, out, err = cli(
+    code, _, err = cli(
         "compare",
         str(good),
         "data.dataset=kmnist",
@@ -222,7 +226,7 @@ def test_usage_errors_exit_2_before_anything_runs(
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "spec.yaml").write_text(SPEC)
     args = [{"SPEC": str(spec), "RUNS": str(tmp_path / "old")}.get(a, a) for a in args]
-    code, out, err = cli("compare", *args, "--out", str(tmp_path / "runs"))
+    code, _, err = cli("compare", *args, "--out", str(tmp_path / "runs"))
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists()
 
