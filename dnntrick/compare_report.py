@@ -182,14 +182,14 @@ def results_columns(
             always=True,
         ),
         col(
-            "Δ acc pp [95% CI]",
+            "Δ pp [95% CI]",
             diff_cells,
             [score(s.difference.mean) if s.difference else None for s in stats],
             always=True,
         ),
         col("verdict", verdicts, always=True, justify="left"),
         col(
-            "best val acc %",
+            "best val %",
             [_pct(s.best_val_accuracy) for s in stats],
             [score(s.best_val_accuracy) for s in stats],
         ),
@@ -239,12 +239,18 @@ def results_table(
         shown.append(column)
     table = Table(header_style="bold", box=box.SIMPLE_HEAD)
     for column in shown:
-        table.add_column(column.header, justify=column.justify, overflow="fold")  # type: ignore[arg-type]
+        wraps = column.header == "what differs"  # the one free-text column; numbers never wrap
+        table.add_column(
+            column.header,
+            justify=column.justify,  # type: ignore[arg-type]
+            overflow="fold" if wraps else "ellipsis",
+            no_wrap=not wraps,
+        )
     for row in range(len(variants)):
         cells = []
         for column in shown:
             ranked = [s for s in column.scores if s is not None]
-            best = len(ranked) > 1 and column.scores[row] == max(ranked)
+            best = len(set(ranked)) > 1 and column.scores[row] == max(ranked)  # ties: all best
             cells.append(f"[{BEST}]{column.cells[row]}[/]" if best else column.cells[row])
         table.add_row(*cells)
     return table, same

@@ -154,10 +154,20 @@ def _train(job: Job, send: Callable[[Event], None]) -> Outcome:
 
 
 class InProcessExecutor:
-    """Runs the jobs one after another in this process."""
+    """Runs the jobs one after another in this process, with `threads` torch threads."""
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads
 
     def run(self, jobs: list[Job], on_event: Callable[[Event], None]) -> list[Outcome]:
-        return [run_job(job, on_event) for job in jobs]
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads or before)
+        try:
+            return [run_job(job, on_event) for job in jobs]
+        finally:
+            torch.set_num_threads(before)
 
 
 _events: Any = None  # the worker's end of the event queue (set by _init_worker)
@@ -223,4 +233,6 @@ def _outcome(future: Future[Outcome], job: Job) -> Outcome:
 
 def make_executor(plan: Plan) -> Executor:
     """In this process for one job at a time, else a pool of worker processes."""
-    return InProcessExecutor() if plan.jobs == 1 else ProcessExecutor(plan.jobs, plan.threads)
+    if plan.jobs == 1:
+        return InProcessExecutor(plan.threads)
+    return ProcessExecutor(plan.jobs, plan.threads)

@@ -163,7 +163,7 @@ def test_table_hides_same_for_all_columns_and_highlights_the_best():
     assert cells["test acc %"][1] == f"[{BEST}]85.00 ± 1.00[/]"  # highest accuracy
     assert cells["train s"][1] == f"[{BEST}]1.0[/]"  # shortest time
     assert cells["test acc %"][0] == "80.00 ± 1.00"
-    assert cells["Δ acc pp [95% CI]"][0] == "baseline"
+    assert cells["Δ pp [95% CI]"][0] == "baseline"
     stats[2].parameters = 200
     table, same = results_table([a, b, c], stats, a, None)
     assert "parameters" in [col.header for col in table.columns]
@@ -176,3 +176,12 @@ def test_plan_jobs():
     assert plan_jobs(20, cores=16, gpus=1) == (4, 4)  # several runs share one GPU
     assert plan_jobs(20, cores=16, gpus=2) == (8, 2)
     assert plan_jobs(20, cores=4, gpus=0, jobs=8) == (8, 1)  # --jobs wins, threads ≥ 1
+
+
+def test_a_tie_for_all_is_not_highlighted():
+    a, b = Variant("a", "a"), Variant("b", "b")
+    stats = [_stats(0.80, 100, 2.0), _stats(0.80, 100, 1.0)]
+    table, _ = results_table([a, b], stats, a, None)
+    cells = {col.header: list(col._cells) for col in table.columns}
+    assert not any(BEST in cell for cell in cells["test acc %"])
+    assert cells["train s"] == ["2.0", f"[{BEST}]1.0[/]"]

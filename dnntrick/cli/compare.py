@@ -7,12 +7,17 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from dnntrick.cli.common import DeviceOpt, OutOpt
 from dnntrick.errors import UsageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from dnntrick.compare import Variant
 
 Inputs = Annotated[
     list[str] | None,
@@ -146,7 +151,7 @@ def compare(
         plot_comparison(
             variants, plot, f"dnntrick compare: {len(variants)} variants × {n_seeds} seeds"
         )
-    written = [str(folder / "comparison.json"), *(str(p) for p in (plot, csv_file) if p)]
+    written = [f"{folder}/comparison.json|csv", *(str(p) for p in (plot, csv_file) if p)]
     console.print(f"[dim]wrote {', '.join(written)}[/]")
     if as_json:
         typer.echo(json.dumps(document, indent=2))
@@ -180,7 +185,9 @@ def _check_options(
             raise UsageError(f"{option} {path}: folder {path.parent} does not exist")
 
 
-def _run(variants: list, folder: Path, console: object, jobs: int | None) -> tuple[int, int]:
+def _run(
+    variants: list[Variant], folder: Path, console: Console, jobs: int | None
+) -> tuple[int, int]:
     """Run every spec variant's seeds under `folder`; fill in their RunRecords."""
     from dnntrick.compare_report import LiveProgress
     from dnntrick.executor import Job, cpu_count, make_executor, plan_jobs
@@ -200,13 +207,13 @@ def _run(variants: list, folder: Path, console: object, jobs: int | None) -> tup
         if gpus > 1 and spec["device"] == "auto":
             spec["device"] = f"cuda:{i % gpus}"  # spread the runs over the GPUs
         job_list.append(Job(i, spec, str(folder), variant.source, variant.overrides))
-    console.print(  # type: ignore[attr-defined]
+    console.print(
         f"[bold]compare[/] {len(variants)} variants, {len(work)} runs, {plan.jobs} at a time "
         f"({plan.threads} thread{'s' if plan.threads > 1 else ''} each"
         f"{f', {gpus} GPU(s)' if gpus else ''}) → {folder}"
     )
     runs = dict(enumerate(work))
-    with LiveProgress(console, runs) as live:  # type: ignore[arg-type]
+    with LiveProgress(console, runs) as live:
         outcomes = make_executor(plan).run(job_list, live.on_event)
     for outcome in outcomes:
         _, record = runs[outcome.id]
