@@ -169,8 +169,7 @@ def expand_specs(
         except SpecError as err:
             raw.append((path, err))
     names = [
-        data.get("name", Path(p).stem) if isinstance(data, dict) else Path(p).stem
-        for p, data in raw
+        str(d.get("name") or Path(p).stem) if isinstance(d, dict) else Path(p).stem for p, d in raw
     ]
     found = [seed for _, d in raw if isinstance(d, dict) and (seed := _seed0(d)) is not None]
     seed0 = found[0] if found else Spec.model_fields["seed"].default
