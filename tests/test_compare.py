@@ -171,7 +171,7 @@ def test_table_hides_same_for_all_columns_and_highlights_the_best():
 
 def test_plan_jobs():
     assert plan_jobs(9, cores=2, gpus=0) == (2, 1)  # CPU: one single-threaded run per core
-    assert plan_jobs(9, cores=16, gpus=0) == (16, 1)
+    assert plan_jobs(9, cores=16, gpus=0) == (9, 1)  # never more workers than runs
     assert plan_jobs(1, cores=2, gpus=0) == (1, 2)  # one run alone gets every core
     assert plan_jobs(3, cores=16, gpus=0) == (3, 5)  # never more workers than runs
     assert plan_jobs(20, cores=16, gpus=1) == (4, 4)  # several runs share one GPU
