@@ -121,7 +121,8 @@ def _value(value: Any) -> str:
 def format_differs(differs: dict[str, Any]) -> str:
     """{'model.activation.name': 'elu'} → 'model.activation=elu' (a '.name' key reads as its
     choice)."""
-    return ", ".join(f"{k.removesuffix('.name')}={_value(v)}" for k, v in differs.items())
+    keys = sorted(differs, key=lambda k: k.removesuffix(".name"))  # a choice before its args
+    return ", ".join(f"{k.removesuffix('.name')}={_value(differs[k])}" for k in keys)
 
 
 @dataclass
