@@ -186,3 +186,14 @@ def test_a_tie_for_all_is_not_highlighted():
     cells = {col.header: list(col._cells) for col in table.columns}
     assert not any(BEST in cell for cell in cells["test acc %"])
     assert cells["train s"] == ["2.0", f"[{BEST}]1.0[/]"]
+
+
+def test_curves_of_runs_of_different_lengths():
+    from dnntrick.plots import curve
+
+    short = [{"epoch": e, "val_accuracy": 0.5 + 0.1 * e} for e in (1, 2, 3)]  # stopped early
+    long = [{"epoch": e, "val_accuracy": 0.6 + 0.1 * e} for e in (1, 2, 3, 4, 5)]
+    epochs, mean, std = curve([short, long], "val_accuracy")
+    assert epochs == [1, 2, 3, 4, 5]
+    assert mean == pytest.approx([0.65, 0.75, 0.85, 1.0, 1.1])
+    assert std[:3] == pytest.approx([0.0707107] * 3) and std[3:] == [0.0, 0.0]  # one run left
