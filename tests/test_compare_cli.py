@@ -27,8 +27,8 @@ train: {epochs: 1, batch_size: 50, optimizer: {name: sgd, lr: 0.05}}
 def compare(
     cli, tmp_path: Path, tiny_root: Path, *args: str, epochs: int = 1
 ) -> tuple[int, str, str]:
-    overrides = tiny_overrides(tiny_root, epochs)
-    return cli("compare", *args, *overrides, "--out", str(tmp_path / "runs"))
+    overrides = tiny_overrides(tiny_root, epochs)  # --jobs 1: in process, no worker start-up
+    return cli("compare", *args, *overrides, "--jobs", "1", "--out", str(tmp_path / "runs"))
 
 
 def comparison(tmp_path: Path) -> tuple[Path, dict]:
@@ -122,7 +122,7 @@ def test_mixing_run_directories_and_specs(cli, tmp_path: Path, tiny_root: Path):
     first = tmp_path / "first"
     code, _, err = cli(
         "compare", str(spec), *tiny_overrides(tiny_root), "model.activation=tanh",
-        "--seeds", "2", "--out", str(first),
+        "--seeds", "2", "--jobs", "1", "--out", str(first),
     )  # fmt: skip
     assert code == 0, err
     (old,) = first.glob("compare-*")
