@@ -145,7 +145,7 @@ def describe(spec: Spec) -> str:
         parts.append(f"bn ({', '.join(where)}, momentum {model.norm.momentum:g})")
     if model.dropout:
         kind = "alpha dropout" if model.dropout.name == "alpha" else "dropout"
-        parts.append(f"{kind} {model.dropout.inputs:g}/{model.dropout.rate:g}")
+        parts.append(f"{kind} {model.dropout.rate:g} (inputs {model.dropout.inputs:g})")
     penalties: dict[str, Any] = {"l1": train.l1, "l2": train.l2}
     parts += [f"{k} {v:g}" for k, v in penalties.items() if v]
     if train.clip:

@@ -296,8 +296,8 @@ class TrainSpec(StrictModel):
     l2: NonNegativeFloat = Field(
         0.0,
         description="adds l2·Σw² over every Dense weight to the loss: Keras l2(λ) convention; TF1 "
-        "l2_regularizer(s) is (s/2)·Σw², and PyTorch's SGD weight_decay wd equals l2 = wd/2. "
-        "Not decoupled weight decay (that is optimizer.weight_decay with adamw)",
+        "l2_regularizer(s) is (s/2)·Σw²; an optimizer's coupled weight_decay wd is l2 = wd/2 on "
+        "all parameters. Not decoupled weight decay (optimizer.weight_decay with adamw)",
     )
     clip: ClipSpec | None = Field(None, description="gradient clipping; null = none")
     max_norm: MaxNormSpec | None = Field(None, description="max-norm constraint; null = none")

@@ -78,7 +78,8 @@ def test_evaluate_leaves_running_statistics_alone():
 
 def dropout_model(rate: float, name: str = "dropout", activation: str = "tanh", **kw: object):
     torch.manual_seed(0)
-    spec = ModelSpec(hidden=[2000], activation=activation, dropout={"name": name, "rate": rate, **kw})
+    dropout = {"name": name, "rate": rate, **kw}
+    spec = ModelSpec(hidden=[2000], activation=activation, dropout=dropout)
     return build_model(spec, 50, 3)
 
 
@@ -138,9 +139,7 @@ def test_alpha_dropout_keeps_selu_activations_normalized():
 
 
 def test_spec_shorthands_and_overrides(tmp_path: Path):
-    path = write_spec(
-        tmp_path, "model:\n  norm: batch\n  dropout: 0.5\ntrain:\n  max_norm: 1.0\n"
-    )
+    path = write_spec(tmp_path, "model:\n  norm: batch\n  dropout: 0.5\ntrain:\n  max_norm: 1.0\n")
     spec = load_spec(path, ["model.norm.momentum=0.01"])
     assert spec.model.norm is not None and spec.model.norm.momentum == 0.01
     assert spec.model.norm.placement == "before"
