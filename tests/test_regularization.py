@@ -205,6 +205,15 @@ def test_run_reports_plain_and_mc_accuracy(tiny_root: Path, tmp_path: Path):
     assert saved["mc_test_loss"] != saved["test_loss"]
 
 
+def test_train_quiet_prints_both_accuracies(cli, tiny_root: Path, tmp_path: Path):
+    text = "model: {hidden: [32], dropout: 0.3}\ntrain: {mc_dropout: {samples: 3}}\n"
+    path = write_spec(tmp_path, text, "mc.yaml")
+    out_dir = str(tmp_path / "runs")
+    code, out, _ = cli("train", str(path), *tiny_overrides(tiny_root), "--quiet", "--out", out_dir)
+    assert code == 0
+    assert out.startswith("mc: test_accuracy=") and " mc_test_accuracy=" in out
+
+
 def test_mc_dropout_without_dropout_is_a_spec_error(tmp_path: Path):
     with pytest.raises(SpecError) as info:
         load_spec(write_spec(tmp_path, "train: {mc_dropout: {samples: 10}}\n"))
