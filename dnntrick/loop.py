@@ -1,9 +1,10 @@
 """The training loop: one plain function whose order reads top to bottom.
 
-Per step: schedule the lr → slice a batch → augment → forward → loss → backward → optimizer
-step → add to running sums. Per epoch: evaluate on the validation split, record a metrics row
-(with the lr of the epoch's first step and the mean lr over its steps), let a performance
-schedule react, check early stopping.
+Per step: schedule the lr → slice a batch → augment → forward → loss (+ ℓ1/ℓ2 penalty) →
+backward → clip → optimizer step → max-norm → add to running sums (the tricks themselves live in
+regularization.py, schedules.py and augment.py). Per epoch: evaluate on the validation split,
+record a metrics row (with the lr of the epoch's first step and the mean lr over its steps), let
+a performance schedule react, check early stopping.
 The running sums stay on the device and are read once per epoch (plus a throttled read for the
 progress bar, at most a few times a second): no host-device sync per step.
 """
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dnntrick.data import Splits
+from dnntrick.regularization import StepTricks
 from dnntrick.report import Reporter
 from dnntrick.schedules import Scheduler
 from dnntrick.spec import EarlyStoppingSpec, TrainSpec
@@ -104,6 +106,7 @@ def fit(
     steps = (n + bs - 1) // bs  # the last, smaller batch is kept (PyTorch/Keras convention)
     stopper = EarlyStopping(spec.early_stopping)
     scheduler = Scheduler(spec.schedule, spec.optimizer.lr, steps, spec.epochs, optimizer)
+    tricks = StepTricks(model, spec)
     result = FitResult()
     model.train()
     for epoch in range(1, spec.epochs + 1):
@@ -122,10 +125,12 @@ def fit(
             if augment is not None:
                 xb = augment(xb)
             logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
+            loss = tricks.add_penalty(F.cross_entropy(logits, yb))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            tricks.clip_gradients()  # also adds the pre-clip global norm to device sums
             optimizer.step()
+            tricks.apply_max_norm()
             loss_sum += loss.detach() * len(idx)
             correct += (logits.detach().argmax(dim=1) == yb).sum()
             if (now := time.perf_counter()) >= next_report:  # throttled: this reads the device
@@ -144,6 +149,7 @@ def fit(
             model, data.x_val, data.y_val, spec.eval_batch_size
         )
         row["lr"], row["lr_mean"] = lrs[0], sum(lrs) / len(lrs)
+        row.update(tricks.epoch_metrics())
         row["seconds"] = time.perf_counter() - t0
         result.history.append(row)
         on_epoch_end(row)

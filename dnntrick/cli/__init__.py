@@ -29,9 +29,9 @@ def _register() -> None:
     if _registered:
         return
     _registered = True
-    from dnntrick.cli import check, data, lr_find, train
+    from dnntrick.cli import check, compare, data, lr_find, train
 
-    for module in (train, check, lr_find):
+    for module in (train, check, compare, lr_find):
         module.register(app)
     app.add_typer(data.app, name="data")
 
