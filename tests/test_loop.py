@@ -15,7 +15,7 @@ from dnntrick.report import Reporter
 from dnntrick.spec import DataSpec, ModelSpec, TrainSpec
 
 
-def train(tiny_root: Path, early_stopping: dict[str, Any], epochs: int = 20):
+def train(tiny_root: Path, early_stopping: dict[str, Any], epochs: int = 12):
     """fit() on the tiny set, with a snapshot of the weights at the end of every epoch."""
     data = load_splits(DataSpec(root=str(tiny_root), val_size=100))
     torch.manual_seed(0)
