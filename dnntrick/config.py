@@ -150,6 +150,8 @@ def format_error(error: Any) -> str:
     if message.startswith("String should match pattern"):
         message = "must be letters, digits, '.', '_' or '-', starting with a letter or digit"
     message = message[0].lower() + message[1:] if message else message
+    if not loc and re.match(r"[\w.]+: ", message):  # a cross-field check names its own key
+        return message
     got = ""
     if kind not in ("missing", "value_error") and "input" in error:
         got = f" (got {error['input']!r})"

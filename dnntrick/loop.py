@@ -1,7 +1,8 @@
 """The training loop: one plain function whose order reads top to bottom.
 
-Per step: slice a batch → forward → loss → backward → optimizer step → add to running sums.
-Per epoch: evaluate on the validation split, record a metrics row, check early stopping.
+Per step (step.py, eager or a replayed CUDA graph): slice a batch → forward → loss → backward →
+clip → optimizer step → add to running sums. Per epoch (`train_epoch`, then `fit`): evaluate on the
+validation split, record a metrics row, check early stopping.
 The running sums stay on the device and are read once per epoch (plus a throttled read for the
 progress bar, at most a few times a second): no host-device sync per step.
 """
@@ -19,8 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from dnntrick.data import Splits
+from dnntrick.optimizers import current_lr
 from dnntrick.report import Reporter
 from dnntrick.spec import EarlyStoppingSpec, TrainSpec
+from dnntrick.step import TrainStep, make_step
 
 PROGRESS_INTERVAL_S = 0.25  # how often the progress bar may read the running loss (a sync point)
 
@@ -80,6 +83,21 @@ class EarlyStopping:
         return self.spec is not None and self.bad_epochs >= self.spec.patience
 
 
+def train_epoch(step: TrainStep, order: torch.Tensor, batch_size: int, reporter: Reporter) -> None:
+    """One pass over the batches order[0:bs], order[bs:2bs], …; sums land in step.loss_sum and
+    step.correct. The last, smaller batch is kept (PyTorch/Keras convention)."""
+    n, bs = len(order), batch_size
+    t0 = time.perf_counter()
+    next_report = t0 + PROGRESS_INTERVAL_S
+    step.reset()
+    for i in range((n + bs - 1) // bs):
+        step(order[i * bs : (i + 1) * bs])
+        if (now := time.perf_counter()) >= next_report:  # throttled: this reads the device
+            done = min((i + 1) * bs, n)
+            reporter.progress(i + 1, done / (now - t0), step.loss_sum.item() / done)
+            next_report = now + PROGRESS_INTERVAL_S
+
+
 def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -92,7 +110,8 @@ def fit(
     """Train `model` on data.x_train for spec.epochs epochs (or until early stopping)."""
     x, y = data.x_train, data.y_train
     n, bs, device = len(x), spec.batch_size, x.device
-    steps = (n + bs - 1) // bs  # the last, smaller batch is kept (PyTorch/Keras convention)
+    steps = (n + bs - 1) // bs
+    step = make_step(model, optimizer, x, y, spec)
     stopper = EarlyStopping(spec.early_stopping)
     result = FitResult()
     model.train()
@@ -100,33 +119,17 @@ def fit(
         t0 = time.perf_counter()
         # The data order comes from dnntrick's own generator (CPU), so it depends on the seed alone.
         order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        lr = optimizer.param_groups[0]["lr"]
+        lr = current_lr(optimizer)
         reporter.epoch_start(epoch, spec.epochs, steps)
-        next_report = t0 + PROGRESS_INTERVAL_S
-        for step in range(steps):
-            idx = order[step * bs : (step + 1) * bs]
-            xb, yb = x[idx], y[idx]
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * len(idx)
-            correct += (logits.detach().argmax(dim=1) == yb).sum()
-            if (now := time.perf_counter()) >= next_report:  # throttled: this reads the device
-                done = min((step + 1) * bs, n)
-                reporter.progress(step + 1, done / (now - t0), loss_sum.item() / done)
-                next_report = now + PROGRESS_INTERVAL_S
+        train_epoch(step, order, bs, reporter)
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": step.loss_sum.item() / n,  # the epoch's sync: the step's work is done
+            "train_accuracy": step.correct.item() / n,
+        }
         train_time = time.perf_counter() - t0
         result.train_seconds += train_time
         result.train_samples += n
-        row: dict[str, Any] = {
-            "epoch": epoch,
-            "train_loss": loss_sum.item() / n,
-            "train_accuracy": correct.item() / n,
-        }
         row["val_loss"], row["val_accuracy"] = evaluate(
             model, data.x_val, data.y_val, spec.eval_batch_size
         )

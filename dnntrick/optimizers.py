@@ -59,15 +59,60 @@ def optimizer_kwargs(spec: OptimizerSpec) -> tuple[str, dict[str, Any]]:
     return entry.torch_class, kwargs
 
 
+# torch.optim classes with fused CUDA kernels (one kernel for the whole update). The others get
+# foreach on CUDA (one kernel per operation over all parameters). On the CPU torch's defaults stay.
+FUSED_ON_CUDA = frozenset({"Adam", "AdamW", "SGD", "Adagrad"})
+
+
 def build_optimizer(
-    spec: OptimizerSpec, params: Iterable[Any], device_type: str
+    spec: OptimizerSpec, params: Iterable[Any], device_type: str, capturable: bool = False
 ) -> torch.optim.Optimizer:
-    """Instantiate the optimizer; on CUDA the fused/foreach kernels where torch has them."""
+    """Instantiate the optimizer; on CUDA the fused (else foreach) kernels.
+
+    capturable=True makes the step safe to capture in a CUDA graph: the step counters stay on the
+    device and lr becomes a 0-d tensor on the parameters' device, so a schedule changes it in
+    place (`fill_`, as torch's LR schedulers do) and a replayed graph reads the new value.
+    """
+    import inspect
+
     import torch
+
+    from dnntrick.errors import UsageError
 
     name, kwargs = optimizer_kwargs(spec)
     cls = getattr(torch.optim, name)
-    if device_type == "cuda" and name in {"Adam", "AdamW", "SGD", "Adagrad"}:
-        kwargs.setdefault("fused", True)
-    optimizer: torch.optim.Optimizer = cls(list(params), **kwargs)
+    accepts = inspect.signature(cls.__init__).parameters
+    params = list(params)
+    if device_type == "cuda":
+        if name in FUSED_ON_CUDA:
+            kwargs.setdefault("fused", True)
+        elif "foreach" in accepts:
+            kwargs.setdefault("foreach", True)
+    if capturable:
+        if "capturable" in accepts:
+            kwargs["capturable"] = True
+        elif not kwargs.get("fused"):
+            raise UsageError(
+                f"train.optimizer {spec.name!r} cannot run inside a CUDA graph "
+                "(torch has no capturable or fused version); set train.cuda_graphs: false"
+            )
+        device = params[0].device if params else torch.device(device_type)
+        kwargs["lr"] = torch.tensor(float(kwargs["lr"]), device=device)
+    optimizer: torch.optim.Optimizer = cls(params, **kwargs)
     return optimizer
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The first parameter group's lr as a float (it is a tensor when capturable)."""
+    return float(optimizer.param_groups[0]["lr"])
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's lr; in place when it is a tensor, so a captured CUDA graph sees it."""
+    import torch
+
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr

@@ -49,6 +49,12 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def _speed_flags(spec: Spec) -> str:
+    flags = [spec.train.precision] if spec.train.precision != "fp32" else []
+    flags += ["cuda graphs"] if spec.train.cuda_graphs else []
+    return f" ({', '.join(flags)})" if flags else ""
+
+
 def run_spec(
     spec: Spec,
     out: Path | str = "runs",
@@ -61,10 +67,17 @@ def run_spec(
     overrides = list(overrides or [])
     started = time.perf_counter()
     device = resolve_device(spec.device)
+    if spec.train.cuda_graphs and device.type != "cuda":  # device: auto found no GPU
+        raise UsageError(
+            f"train.cuda_graphs: needs a CUDA device (device {spec.device!r} is {device}); "
+            "set train.cuda_graphs: false"
+        )
     torch.manual_seed(spec.seed)  # weights (and any dropout) draw from torch's global RNG
     data = load_splits(spec.data, device)
     model = build_model(spec.model, data.in_features, data.n_classes).to(device)
-    optimizer = build_optimizer(spec.train.optimizer, model.parameters(), device.type)
+    optimizer = build_optimizer(
+        spec.train.optimizer, model.parameters(), device.type, capturable=spec.train.cuda_graphs
+    )
     generator = torch.Generator().manual_seed(spec.seed)  # data order: its own stream
 
     run = RunDir(make_run_dir(out, spec.name))
@@ -77,7 +90,7 @@ def run_spec(
             "model": "-".join(str(h) for h in spec.model.hidden) + f" {spec.model.activation.name}"
             f" ({default_init(spec.model)})",
             "optimizer": f"{spec.train.optimizer.name} lr {spec.train.optimizer.lr:g}",
-            "device": str(device),
+            "device": str(device) + _speed_flags(spec),
             "parameters": f"{parameters:,}",
         },
     )

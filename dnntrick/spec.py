@@ -202,6 +202,16 @@ class TrainSpec(StrictModel):
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     early_stopping: EarlyStoppingSpec | None = None
     eval_batch_size: PositiveInt = Field(10_000, description="batch size for evaluation only")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="bf16: forward and loss under torch.autocast (bfloat16 matmuls, float32 "
+        "weights, optimizer and loss reduction), on CPU and CUDA",
+    )
+    cuda_graphs: bool = Field(
+        False,
+        description="capture the whole training step (forward, backward, clip, optimizer step) "
+        "in a CUDA graph and replay it; CUDA only, for small batches where launches dominate",
+    )
 
 
 class Spec(StrictModel):
@@ -225,6 +235,15 @@ class Spec(StrictModel):
                 "(choices: auto, cpu, cuda, cuda:N)"
             )
         return value
+
+    @model_validator(mode="after")
+    def _graphs_need_cuda(self) -> Spec:
+        if self.train.cuda_graphs and self.device in ("cpu", "mps"):
+            raise ValueError(
+                f"train.cuda_graphs: needs device cuda (got device: {self.device}); "
+                "set device: cuda or train.cuda_graphs: false"
+            )
+        return self
 
 
 def default_init(spec: ModelSpec) -> str:
