@@ -64,15 +64,11 @@ def optimizer_kwargs(spec: OptimizerSpec) -> tuple[str, dict[str, Any]]:
 FUSED_ON_CUDA = frozenset({"Adam", "AdamW", "SGD", "Adagrad"})
 
 
-def build_optimizer(
-    spec: OptimizerSpec, params: Iterable[Any], device_type: str, capturable: bool = False
-) -> torch.optim.Optimizer:
-    """Instantiate the optimizer; on CUDA the fused (else foreach) kernels.
-
-    capturable=True makes the step safe to capture in a CUDA graph: the step counters stay on the
-    device and lr becomes a 0-d tensor on the parameters' device, so a schedule changes it in
-    place (`fill_`, as torch's LR schedulers do) and a replayed graph reads the new value.
-    """
+def torch_optimizer_args(
+    spec: OptimizerSpec, device_type: str, capturable: bool = False
+) -> tuple[str, dict[str, Any]]:
+    """optimizer_kwargs plus the speed options: on CUDA the fused kernel where torch has one,
+    else foreach; capturable=True for a step captured in a CUDA graph (see build_optimizer)."""
     import inspect
 
     import torch
@@ -80,9 +76,7 @@ def build_optimizer(
     from dnntrick.errors import UsageError
 
     name, kwargs = optimizer_kwargs(spec)
-    cls = getattr(torch.optim, name)
-    accepts = inspect.signature(cls.__init__).parameters
-    params = list(params)
+    accepts = inspect.signature(getattr(torch.optim, name).__init__).parameters
     if device_type == "cuda":
         if name in FUSED_ON_CUDA:
             kwargs.setdefault("fused", True)
@@ -96,9 +90,26 @@ def build_optimizer(
                 f"train.optimizer {spec.name!r} cannot run inside a CUDA graph "
                 "(torch has no capturable or fused version); set train.cuda_graphs: false"
             )
+    return name, kwargs
+
+
+def build_optimizer(
+    spec: OptimizerSpec, params: Iterable[Any], device_type: str, capturable: bool = False
+) -> torch.optim.Optimizer:
+    """Instantiate the optimizer; on CUDA the fused (else foreach) kernels.
+
+    capturable=True makes the step safe to capture in a CUDA graph: the step counters stay on the
+    device and lr becomes a 0-d tensor on the parameters' device, so a schedule changes it in
+    place (`fill_`, as torch's LR schedulers do) and a replayed graph reads the new value.
+    """
+    import torch
+
+    name, kwargs = torch_optimizer_args(spec, device_type, capturable)
+    params = list(params)
+    if capturable:
         device = params[0].device if params else torch.device(device_type)
         kwargs["lr"] = torch.tensor(float(kwargs["lr"]), device=device)
-    optimizer: torch.optim.Optimizer = cls(params, **kwargs)
+    optimizer: torch.optim.Optimizer = getattr(torch.optim, name)(params, **kwargs)
     return optimizer
 
 

@@ -50,7 +50,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _speed_flags(spec: Spec) -> str:
-    flags = [spec.train.precision] if spec.train.precision != "fp32" else []
+    flags: list[str] = [spec.train.precision] if spec.train.precision != "fp32" else []
     flags += ["cuda graphs"] if spec.train.cuda_graphs else []
     return f" ({', '.join(flags)})" if flags else ""
 
