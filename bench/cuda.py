@@ -86,7 +86,7 @@ def lr_change_is_seen(out: Path) -> dict[str, Any]:
         opt = build_optimizer(spec.train.optimizer, model.parameters(), "cuda", capturable=True)
         params = list(model.parameters())
 
-        def clip(params: list[torch.Tensor] = params) -> None:
+        def clip(params: list[torch.nn.Parameter] = params) -> None:
             torch.nn.utils.clip_grad_norm_(params, 1.0)  # norm stays on the device: capturable
 
         step = make_step(model, opt, data.x_train, data.y_train, spec.train, clip=clip)

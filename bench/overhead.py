@@ -36,6 +36,30 @@ def help_seconds(repeats: int) -> dict[str, Any]:
     return {"median": statistics.median(times), "all": times}
 
 
+IMPORTS = """
+import json, time
+t0 = time.perf_counter(); import torch
+t1 = time.perf_counter(); import torch._dynamo  # what torch.optim pulls in at the first optimizer
+t2 = time.perf_counter(); import dnntrick.runner
+t3 = time.perf_counter()
+print(json.dumps({"torch": t1 - t0, "torch._dynamo": t2 - t1, "dnntrick.runner": t3 - t2}))
+"""
+
+
+def import_seconds(repeats: int) -> dict[str, Any]:
+    """The import floor of any run: `import torch`, then torch._dynamo (torch.optim imports it in
+    Optimizer.__init__ and step in torch 2.x), then the rest of dnntrick; medians in seconds."""
+    runs = [
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", IMPORTS], env=_env(), capture_output=True, check=True
+            ).stdout
+        )
+        for _ in range(repeats)
+    ]
+    return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+
+
 def load_seconds(cache: Path, repeats: int, root: str | None = None) -> dict[str, Any]:
     """load_splits of Fashion-MNIST from the .gz files: first (empty decoded cache) and cached.
 

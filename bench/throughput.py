@@ -31,13 +31,19 @@ def time_loops(
     for loop in loops:
         loop.run(warmup_batches)
     rates: dict[str, list[float]] = {loop.name: [] for loop in loops}
+    cpu_rates: dict[str, list[float]] = {loop.name: [] for loop in loops}
     for r in range(repeats):
         for loop in loops[r % 3 :] + loops[: r % 3]:
             before = loop.samples
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             loop.run(n_batches)
-            rates[loop.name].append((loop.samples - before) / (time.perf_counter() - t0))
+            done = loop.samples - before
+            rates[loop.name].append(done / (time.perf_counter() - t0))
+            # per CPU second of this process (all its threads): less sensitive to other
+            # processes taking the cores, though not immune (shared caches, spinning threads)
+            cpu_rates[loop.name].append(done / (time.process_time() - c0))
     a, b, c = (statistics.median(rates[loop.name]) for loop in loops)
+    cpu_a, cpu_b, cpu_c = (statistics.median(cpu_rates[loop.name]) for loop in loops)
     return {
         "hidden": list(setup.hidden),
         "batch_size": setup.batch_size,
@@ -46,6 +52,10 @@ def time_loops(
         "all_samples_per_second": rates,
         "c_over_a": c / a,
         "c_over_b": c / b,
+        "samples_per_cpu_second": {"torchvision": cpu_a, "tensor": cpu_b, "dnntrick": cpu_c},
+        "all_samples_per_cpu_second": cpu_rates,
+        "cpu_c_over_a": cpu_c / cpu_a,
+        "cpu_c_over_b": cpu_c / cpu_b,
     }
 
 
