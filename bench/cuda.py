@@ -4,8 +4,9 @@ with a CUDA device, a few minutes long.
 1. The seed's MLP through the real product path (runner.run_spec, data resident on the GPU) at
    batch 50, 200 and 1000: eager fp32, CUDA graphs fp32, eager bf16, CUDA graphs bf16. Samples/s,
    test accuracy, peak GPU memory. Target: graphs ≥ 2× eager at batch 50, same accuracy.
-2. Gradient clipping and an LR change under graphs: a run that changes lr between epochs through
-   optimizers.set_lr must train differently from one that does not (the graph reads the tensor).
+2. Gradient clipping and an LR change under graphs: with global-norm clipping captured in the
+   step, an lr set to 0 between replays (optimizers.set_lr) must freeze the weights, and the
+   clipping's device step counter must count the replayed steps.
 3. N = 1, 4, 8 concurrent `dnntrick train` processes on the one GPU: aggregate samples/s.
    (`dnntrick compare --jobs N` was not on main when this was written; the script times N
    concurrent `dnntrick train` processes instead, which is what compare's workers would run.)
@@ -74,10 +75,13 @@ def lr_change_is_seen(out: Path) -> dict[str, Any]:
     from dnntrick.loop import train_epoch
     from dnntrick.model import build_model
     from dnntrick.optimizers import build_optimizer, set_lr
+    from dnntrick.regularization import StepTricks
     from dnntrick.report import Reporter
+    from dnntrick.spec import ClipSpec
     from dnntrick.step import make_step
 
     spec = _spec(50, "fp32", True, epochs=1)
+    train = spec.train.model_copy(update={"clip": ClipSpec(by="global_norm", threshold=1.0)})
     data = load_splits(spec.data, "cuda")
     finals = []
     for lr_after in (spec.train.optimizer.lr, 0.0):
@@ -85,18 +89,17 @@ def lr_change_is_seen(out: Path) -> dict[str, Any]:
         model = build_model(spec.model, data.in_features, data.n_classes).cuda()
         opt = build_optimizer(spec.train.optimizer, model.parameters(), "cuda", capturable=True)
         params = list(model.parameters())
-
-        def clip(params: list[torch.nn.Parameter] = params) -> None:
-            torch.nn.utils.clip_grad_norm_(params, 1.0)  # norm stays on the device: capturable
-
-        step = make_step(model, opt, data.x_train, data.y_train, spec.train, clip=clip)
+        tricks = StepTricks(model, train)  # global-norm clipping inside the captured step
+        step = make_step(model, opt, data.x_train, data.y_train, train, tricks)
         order = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(0))
         train_epoch(step, order[:5000].cuda(), 50, Reporter())  # warm-up, capture, replays
         set_lr(opt, lr_after)
         before = params[0].detach().clone()
         train_epoch(step, order[5000:10000].cuda(), 50, Reporter())
         finals.append(float((params[0] - before).abs().max()))
+        clipped_steps = int(tricks.steps.item())  # counts replays too: a device counter
     return {
+        "clip_steps_counted_in_second_run": clipped_steps,  # expected 200 (2 × 100 steps)
         "max_weight_change_lr_kept": finals[0],
         "max_weight_change_lr_zero": finals[1],
         "lr_change_seen_by_graph": finals[0] > 0 and finals[1] == 0.0,

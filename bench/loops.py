@@ -29,6 +29,7 @@ from dnntrick.data import FILES, Splits, load_arrays, load_splits, write_idx
 from dnntrick.loop import train_epoch
 from dnntrick.model import build_model
 from dnntrick.optimizers import build_optimizer
+from dnntrick.regularization import StepTricks
 from dnntrick.report import Reporter
 from dnntrick.spec import Spec
 from dnntrick.step import make_step
@@ -209,8 +210,9 @@ class DnntrickLoop:
         self.bs, self.train_spec = setup.batch_size, spec.train
         self.model = dnntrick_model(setup, splits)
         self.optimizer = build_optimizer(spec.train.optimizer, self.model.parameters(), "cpu")
+        tricks = StepTricks(self.model, spec.train)  # as fit() builds them (none are on here)
         self.step = make_step(
-            self.model, self.optimizer, splits.x_train, splits.y_train, spec.train
+            self.model, self.optimizer, splits.x_train, splits.y_train, spec.train, tricks
         )
         self.reporter = Reporter()
         self.stream = permutations(len(splits.x_train), setup.seed)

@@ -1,7 +1,8 @@
 """The training loop: one plain function whose order reads top to bottom.
 
-Per step (step.py, eager or a replayed CUDA graph): slice a batch → forward → loss → backward →
-clip → optimizer step → add to running sums. Per epoch (`train_epoch`, then `fit`): evaluate on the
+Per step (step.py, eager or a replayed CUDA graph): slice a batch → forward → loss (+ ℓ1/ℓ2
+penalty) → backward → clip → optimizer step → max-norm → add to running sums (the tricks
+themselves live in regularization.py). Per epoch (`train_epoch`, then `fit`): evaluate on the
 validation split, record a metrics row, check early stopping.
 The running sums stay on the device and are read once per epoch (plus a throttled read for the
 progress bar, at most a few times a second): no host-device sync per step.
@@ -21,6 +22,7 @@ from torch import nn
 
 from dnntrick.data import Splits
 from dnntrick.optimizers import current_lr
+from dnntrick.regularization import StepTricks
 from dnntrick.report import Reporter
 from dnntrick.spec import EarlyStoppingSpec, TrainSpec
 from dnntrick.step import TrainStep, make_step
@@ -111,7 +113,8 @@ def fit(
     x, y = data.x_train, data.y_train
     n, bs, device = len(x), spec.batch_size, x.device
     steps = (n + bs - 1) // bs
-    step = make_step(model, optimizer, x, y, spec)
+    tricks = StepTricks(model, spec)
+    step = make_step(model, optimizer, x, y, spec, tricks)
     stopper = EarlyStopping(spec.early_stopping)
     result = FitResult()
     model.train()
@@ -134,6 +137,7 @@ def fit(
             model, data.x_val, data.y_val, spec.eval_batch_size
         )
         row["lr"] = lr
+        row.update(tricks.epoch_metrics())
         row["seconds"] = time.perf_counter() - t0
         result.history.append(row)
         on_epoch_end(row)

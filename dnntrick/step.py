@@ -1,13 +1,15 @@
-"""One training step: forward → loss → backward → clip → optimizer step → add to the device sums.
+"""One training step: forward → loss (+ penalty) → backward → clip → optimizer step → max-norm →
+add to the device sums.
 
 `TrainStep` runs it eagerly. `GraphStep` (train.cuda_graphs) captures the same step in a CUDA
 graph once and replays it for every full batch: one launch instead of a few dozen kernel launches,
 which is what bounds a small MLP at small batch sizes on a GPU.
 
-Rules for code that joins the step (clipping, max-norm, …) so it works under both:
-- Work that belongs inside the step goes into `clip` (called between backward and the optimizer
-  step). It must not read tensors back to the host (no .item(), no `if tensor:`), because inside
-  a graph it is recorded once and replayed, and a host read there is an error.
+Rules for code that joins the step (the hooks of regularization.StepTricks: penalty, clipping,
+max-norm) so it works under both:
+- It must not read tensors back to the host (no .item(), no `if tensor:`) and must keep its
+  running state in device tensors changed in place: inside a graph it is recorded once and
+  replayed, so Python-side counters would not advance and a host read is an error.
 - Work between steps (LR schedules) runs outside the graph and must change tensors the graph
   reads in place: use optimizers.set_lr, which fills a tensor lr (the optimizer is built with
   capturable=True under graphs) instead of replacing it.
@@ -16,14 +18,16 @@ Rules for code that joins the step (clipping, max-norm, …) so it works under b
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dnntrick.spec import TrainSpec
+
+if TYPE_CHECKING:
+    from dnntrick.regularization import StepTricks
 
 
 class TrainStep:
@@ -40,9 +44,10 @@ class TrainStep:
         x: torch.Tensor,
         y: torch.Tensor,
         precision: str = "fp32",
-        clip: Callable[[], Any] | None = None,
+        tricks: StepTricks | None = None,
     ):
-        self.model, self.optimizer, self.x, self.y, self.clip = model, optimizer, x, y, clip
+        self.model, self.optimizer, self.x, self.y = model, optimizer, x, y
+        self.tricks = tricks
         self.device = x.device
         self.loss_sum = torch.zeros((), device=self.device)
         self.correct = torch.zeros((), device=self.device, dtype=torch.long)
@@ -62,14 +67,19 @@ class TrainStep:
 
     def run(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         """The step itself on one batch; returns the batch's mean loss (a device tensor)."""
+        tricks = self.tricks
         with self.autocast():
             logits = self.model(xb)
         loss = F.cross_entropy(logits.float(), yb)  # float32 loss under bf16 too
+        if tricks is not None:
+            loss = tricks.add_penalty(loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.clip is not None:
-            self.clip()
+        if tricks is not None:
+            tricks.clip_gradients()  # also adds the pre-clip global norm to device sums
         self.optimizer.step()
+        if tricks is not None:
+            tricks.apply_max_norm()
         self.loss_sum.add_(loss.detach(), alpha=len(yb))
         self.correct.add_((logits.detach().argmax(dim=1) == yb).sum())
         return loss
@@ -98,9 +108,9 @@ class GraphStep(TrainStep):
         y: torch.Tensor,
         batch_size: int,
         precision: str = "fp32",
-        clip: Callable[[], Any] | None = None,
+        tricks: StepTricks | None = None,
     ):
-        super().__init__(model, optimizer, x, y, precision, clip)
+        super().__init__(model, optimizer, x, y, precision, tricks)
         self.batch_size = batch_size
         self.idx = torch.zeros(batch_size, dtype=torch.long, device=self.device)
         self.xb = torch.empty((batch_size, *x.shape[1:]), dtype=x.dtype, device=self.device)
@@ -140,7 +150,7 @@ def make_step(
     x: torch.Tensor,
     y: torch.Tensor,
     spec: TrainSpec,
-    clip: Callable[[], Any] | None = None,
+    tricks: StepTricks | None = None,
 ) -> TrainStep:
     """The step `spec` asks for: captured in a CUDA graph when train.cuda_graphs, else eager."""
     if spec.cuda_graphs:
@@ -151,5 +161,5 @@ def make_step(
                 f"train.cuda_graphs: needs a CUDA device (the run is on {x.device}); "
                 "set device: cuda or train.cuda_graphs: false"
             )
-        return GraphStep(model, optimizer, x, y, spec.batch_size, spec.precision, clip)
-    return TrainStep(model, optimizer, x, y, spec.precision, clip)
+        return GraphStep(model, optimizer, x, y, spec.batch_size, spec.precision, tricks)
+    return TrainStep(model, optimizer, x, y, spec.precision, tricks)

@@ -62,15 +62,50 @@ def test_train_epoch_sums_every_sample_and_keeps_the_last_small_batch():
     assert step.loss_sum.item() < total / 2  # reset at each epoch: one batch's sum only
 
 
-def test_clip_hook_runs_between_backward_and_optimizer_step():
+class ZeroingTricks:
+    """StepTricks' hooks, recording their order; clipping zeroes every gradient."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model, self.calls = model, []
+
+    def add_penalty(self, loss: torch.Tensor) -> torch.Tensor:
+        self.calls.append("penalty")
+        return loss
+
+    def clip_gradients(self) -> None:
+        self.calls.append("clip")
+        assert all(p.grad is not None for p in self.model.parameters())  # after backward
+        torch.nn.utils.clip_grad_value_(self.model.parameters(), 0.0)
+
+    def apply_max_norm(self) -> None:
+        self.calls.append("max_norm")
+
+
+def test_tricks_hooks_run_in_order_and_clip_comes_before_the_optimizer_step():
     model, opt, x, y = setup()
     before = [p.detach().clone() for p in model.parameters()]
-    zero_grads = lambda: torch.nn.utils.clip_grad_value_(model.parameters(), 0.0)  # noqa: E731
-    step = TrainStep(model, opt, x, y, clip=zero_grads)
+    tricks = ZeroingTricks(model)
+    step = TrainStep(model, opt, x, y, tricks=tricks)  # type: ignore[arg-type]
     step(torch.arange(50))
+    assert tricks.calls == ["penalty", "clip", "max_norm"]
     assert step.loss_sum.item() > 0  # the step ran …
     for p, q in zip(before, model.parameters(), strict=True):
         assert torch.equal(p, q)  # … but SGD saw the clipped (zero) gradients
+
+
+def test_clip_step_counter_lives_on_the_device():
+    """Under CUDA graphs Python code in the step runs once; the counter must be a tensor."""
+    from dnntrick.regularization import StepTricks
+    from dnntrick.spec import ClipSpec
+
+    model, opt, x, y = setup()
+    tricks = StepTricks(model, TrainSpec(clip=ClipSpec(by="global_norm", threshold=0.5)))
+    step = TrainStep(model, opt, x, y, tricks=tricks)
+    train_epoch(step, torch.arange(120), 50, Reporter())
+    assert isinstance(tricks.steps, torch.Tensor) and tricks.steps.item() == 3
+    row = tricks.epoch_metrics()
+    assert row["grad_norm_max"] >= row["grad_norm_mean"] > 0
+    assert tricks.steps.item() == 0
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
