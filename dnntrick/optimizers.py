@@ -59,16 +59,19 @@ def optimizer_kwargs(spec: OptimizerSpec) -> tuple[str, dict[str, Any]]:
     return entry.torch_class, kwargs
 
 
-# torch.optim classes with fused CUDA kernels (one kernel for the whole update). The others get
-# foreach on CUDA (one kernel per operation over all parameters). On the CPU torch's defaults stay.
-FUSED_ON_CUDA = frozenset({"Adam", "AdamW", "SGD", "Adagrad"})
+# torch.optim classes with fused kernels on the CPU and CUDA (the whole update in one kernel; on
+# the CPU the seed's Adam step is ~1.4× faster than torch's default per-tensor loop, on CUDA it is
+# one launch instead of dozens). The others get foreach (one kernel per operation over all
+# parameters). Fused and foreach results differ from the per-tensor loop's in the last bits only.
+FUSED = frozenset({"Adam", "AdamW", "SGD", "Adagrad"})
+FAST_DEVICES = frozenset({"cpu", "cuda"})
 
 
 def torch_optimizer_args(
     spec: OptimizerSpec, device_type: str, capturable: bool = False
 ) -> tuple[str, dict[str, Any]]:
-    """optimizer_kwargs plus the speed options: on CUDA the fused kernel where torch has one,
-    else foreach; capturable=True for a step captured in a CUDA graph (see build_optimizer)."""
+    """optimizer_kwargs plus the speed options: on the CPU and CUDA the fused kernel where torch
+    has one, else foreach; capturable=True for a step captured in a CUDA graph (build_optimizer)."""
     import inspect
 
     import torch
@@ -77,8 +80,8 @@ def torch_optimizer_args(
 
     name, kwargs = optimizer_kwargs(spec)
     accepts = inspect.signature(getattr(torch.optim, name).__init__).parameters
-    if device_type == "cuda":
-        if name in FUSED_ON_CUDA:
+    if device_type in FAST_DEVICES:
+        if name in FUSED:
             kwargs.setdefault("fused", True)
         elif "foreach" in accepts:
             kwargs.setdefault("foreach", True)
@@ -96,7 +99,7 @@ def torch_optimizer_args(
 def build_optimizer(
     spec: OptimizerSpec, params: Iterable[Any], device_type: str, capturable: bool = False
 ) -> torch.optim.Optimizer:
-    """Instantiate the optimizer; on CUDA the fused (else foreach) kernels.
+    """Instantiate the optimizer with the fused (else foreach) kernels on the CPU and CUDA.
 
     capturable=True makes the step safe to capture in a CUDA graph: the step counters stay on the
     device and lr becomes a 0-d tensor on the parameters' device, so a schedule changes it in

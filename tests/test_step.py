@@ -185,17 +185,38 @@ def test_cuda_graphs_with_device_auto_and_no_gpu_exits_2_without_a_run_dir(
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
-def test_every_optimizer_gets_fast_kernels_on_cuda_and_can_be_captured(name: str):
+def test_every_optimizer_gets_fast_kernels_and_can_be_captured(name: str):
     spec = OptimizerSpec(name=name, lr=0.01)
     cls, kwargs = torch_optimizer_args(spec, "cuda")
     assert kwargs.get("fused") is True or kwargs.get("foreach") is True
-    _, cpu_kwargs = torch_optimizer_args(spec, "cpu")
-    assert "fused" not in cpu_kwargs and "foreach" not in cpu_kwargs  # torch's CPU defaults
+    assert torch_optimizer_args(spec, "cpu") == (cls, kwargs)  # the same kernels on the CPU
+    assert "fused" not in torch_optimizer_args(spec, "mps")[1]
     _, graph_kwargs = torch_optimizer_args(spec, "cuda", capturable=True)
     assert graph_kwargs.get("capturable") is True or graph_kwargs.get("fused") is True
-    # the class accepts these keywords (a typo'd keyword would raise TypeError)
-    params = [torch.nn.Parameter(torch.zeros(3))]
-    getattr(torch.optim, cls)(params, **{k: v for k, v in kwargs.items() if k != "fused"})
+    # the CPU accepts these options and steps with them (a wrong keyword raises TypeError)
+    model = torch.nn.Linear(3, 2)
+    optimizer = build_optimizer(spec, model.parameters(), "cpu")
+    before = model.weight.detach().clone()
+    model(torch.randn(4, 3)).square().sum().backward()
+    optimizer.step()
+    assert not torch.equal(before, model.weight)
+    group = optimizer.param_groups[0]
+    assert group.get("fused") is True or group.get("foreach") is True
+
+
+def test_fused_adam_matches_torch_default_adam_closely():
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(20, 5), torch.nn.Linear(20, 5)
+    b.load_state_dict(a.state_dict())
+    fast = build_optimizer(OptimizerSpec(name="adam", lr=0.01), a.parameters(), "cpu")
+    plain = torch.optim.Adam(b.parameters(), lr=0.01)
+    for _ in range(20):
+        x = torch.randn(8, 20)
+        for model, opt in ((a, fast), (b, plain)):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    torch.testing.assert_close(a.weight, b.weight, rtol=1e-5, atol=1e-6)
 
 
 def test_capturable_lr_is_a_tensor_that_set_lr_changes_in_place():
