@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 HERE = Path(__file__).resolve().parent
-console = Console(highlight=False)
+console = Console(highlight=False, width=110)
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 TARGETS = {
@@ -139,7 +139,8 @@ def main(
     ] = None,
     out: Annotated[Path | None, typer.Option(help="JSON file for the figures.")] = None,
     threads: Annotated[
-        int | None, typer.Option(help="torch intra-op threads for the loops (default: torch's).")
+        int | None,
+        typer.Option(help="torch threads, here and in the subprocesses (default: torch's)."),
     ] = None,
     cuda: Annotated[bool, typer.Option("--cuda", help="Run the GPU half (bench/cuda.py).")] = False,
 ) -> None:
@@ -164,6 +165,7 @@ def main(
 
     if threads:
         torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # the `dnntrick train` subprocesses too
     results: dict[str, Any] = {"machine": _machine(), "targets": TARGETS}
     results["options"] = {
         "repeats": repeats,
