@@ -55,11 +55,9 @@ def _machine() -> dict[str, Any]:
 
 
 def throughput_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(
-        title="samples/s, median of repeats (a: torchvision DataLoader, "
-        "b: preloaded tensor, c: dnntrick)"
-    )
-    for name in ("widths", "batch", "(a)", "(b)", "(c)", "c/a", "c/b", "target"):
+    table = Table(title="samples/s (wall clock), median of the repeats")
+    names = ("widths", "batch", "(a)", "(b)", "(c)", "c/a", "c/b", "target", "CPU c/a", "CPU c/b")
+    for name in names:
         table.add_column(name, justify="right", no_wrap=True)
     for row in rows:
         rates = row["samples_per_second"]
