@@ -77,6 +77,12 @@ class RunDir:
         text = "".join(json.dumps(r) + "\n" for r in self.rows)
         atomic_write(self.path / "metrics.jsonl", text.encode())
 
+    def restore_metrics(self, rows: list[dict[str, Any]]) -> None:
+        """Start from a checkpoint's rows (later rows, from after that checkpoint, are dropped)."""
+        self.rows = list(rows)
+        text = "".join(json.dumps(r) + "\n" for r in self.rows)
+        atomic_write(self.path / "metrics.jsonl", text.encode())
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json(self.path / "summary.json", summary)
 

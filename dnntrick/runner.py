@@ -6,6 +6,7 @@ created, so a run that fails at start-up leaves nothing behind.
 
 from __future__ import annotations
 
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +14,11 @@ from typing import Any
 
 import torch
 
+from dnntrick.checkpoint import FOLDER, Checkpointer, open_resume
 from dnntrick.config import dump_spec
 from dnntrick.data import load_splits
 from dnntrick.errors import UsageError
+from dnntrick.guard import set_determinism, signals_caught
 from dnntrick.loop import evaluate, fit
 from dnntrick.model import build_model, count_parameters
 from dnntrick.optimizers import build_optimizer
@@ -55,11 +58,17 @@ def run_spec(
     reporter: Reporter | None = None,
     source: str | None = None,
     overrides: list[str] | None = None,
+    resume: Path | None = None,
+    force: bool = False,
 ) -> RunResult:
-    """Train `spec` and write its run directory under `out`."""
+    """Train `spec` and write its run directory under `out`, or continue the run in `resume`
+    from its last checkpoint (`force`: even if the spec differs from the checkpoint's)."""
     reporter = reporter or Reporter()
     overrides = list(overrides or [])
     started = time.perf_counter()
+    spec_yaml = dump_spec(spec)
+    loaded = open_resume(resume, spec_yaml, force) if resume is not None else None
+    set_determinism(spec.train.deterministic)  # before CUDA starts (cuBLAS reads its env once)
     device = resolve_device(spec.device)
     torch.manual_seed(spec.seed)  # weights (and any dropout) draw from torch's global RNG
     data = load_splits(spec.data, device)
@@ -67,8 +76,13 @@ def run_spec(
     optimizer = build_optimizer(spec.train.optimizer, model.parameters(), device.type)
     generator = torch.Generator().manual_seed(spec.seed)  # data order: its own stream
 
-    run = RunDir(make_run_dir(out, spec.name))
-    run.write_spec(dump_spec(spec), source, overrides)
+    if loaded is None:
+        run = RunDir(make_run_dir(out, spec.name))
+        run.write_spec(spec_yaml, source, overrides)
+    else:  # the same folder: metrics continue from the checkpoint's rows
+        run = RunDir(Path(resume or "."))
+        run.restore_metrics(loaded.state["result"]["history"])
+        reporter.message(f"resuming {loaded.path} ({loaded.describe()})")
     parameters = count_parameters(model)
     reporter.start(
         spec.name,
@@ -82,9 +96,19 @@ def run_spec(
         },
     )
 
-    fitted = fit(
-        model, optimizer, data, spec.train, generator, reporter, on_epoch_end=run.append_metrics
-    )
+    keeper = Checkpointer(run.path / FOLDER, spec_yaml, spec.train.checkpoint_every)
+    with signals_caught(f"dnntrick train --resume {shlex.quote(str(run.path))}"):
+        fitted = fit(
+            model,
+            optimizer,
+            data,
+            spec.train,
+            generator,
+            reporter,
+            on_epoch_end=run.append_metrics,
+            keeper=keeper,
+            resume=loaded,
+        )
     test_loss, test_accuracy = evaluate(model, data.x_test, data.y_test, spec.train.eval_batch_size)
     run.save_weights(model.state_dict(), metadata={"name": spec.name})
     summary = {
@@ -108,6 +132,8 @@ def run_spec(
         "overrides": overrides,
         "run_dir": str(run.path),
     }
+    if loaded is not None and loaded.state["spec"] != spec_yaml:  # --force with changes
+        run.write_spec(spec_yaml, source, overrides)
     run.write_summary(summary)
     reporter.finish(summary)
     return RunResult(summary, fitted.history, run.path, model)
