@@ -122,7 +122,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def _describe(err: BaseException) -> str:
     text = " ".join(str(err).split())
-    if match := re.search(r"unsupported GLOBAL (\S+)", text):
+    if match := re.search(r"GLOBAL ([\w.]+)", text):
         return f"refused: it asks to import {match.group(1)}"
     return (text[:120] + "…") if len(text) > 120 else (text or type(err).__name__)
 
@@ -290,7 +290,7 @@ class Checkpointer:
             "result": dataclasses.asdict(result),
             "spec": self.spec_yaml,
             "spec_hash": spec_hash(self.spec_yaml),
-            "versions": versions(),
+            "versions": {k: str(v) for k, v in versions().items()},  # TorchVersion → str
         }
         from safetensors.torch import save
 
