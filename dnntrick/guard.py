@@ -114,11 +114,12 @@ class FiniteWatch:
         self.last_finite = torch.full((), math.nan, device=self.device)
         self.next_poll = 0.0
         self.skipped = 0  # steps skipped in the current epoch (skip_step)
+        self.seen = 0  # the global step whose loss was looked at last
 
     def skip(self, loss: torch.Tensor, epoch: int, step: int) -> bool:
         """Look at this step's loss; True when its update must be skipped. Raises DivergedError
         in `stop` mode once the first non-finite loss is seen."""
-        at = (epoch - 1) * self.steps + step + 1  # global step, 1-based
+        at = self.seen = (epoch - 1) * self.steps + step + 1  # global step, 1-based
         if self.host_reads:
             value = loss.item()  # CPU: a plain read; GPU skip_step: the documented sync
             if math.isfinite(value):
@@ -129,7 +130,7 @@ class FiniteWatch:
                 return True
             self.first_bad.fill_(at)
             self.bad_loss.fill_(value)
-            self.check()
+            self.check(mid_step=True)
         loss = loss.detach().float()
         finite = torch.isfinite(loss)
         new_bad = ~finite & (self.first_bad < 0)
@@ -138,11 +139,19 @@ class FiniteWatch:
         self.last_finite = torch.where(finite & (self.first_bad < 0), loss, self.last_finite)
         if (now := time.perf_counter()) >= self.next_poll:
             self.next_poll = now + POLL_INTERVAL_S
-            self.check()
+            self.check(mid_step=True)
         return False
 
-    def check(self) -> None:
-        """Raise DivergedError if a non-finite loss has been recorded (reads the device)."""
+    def check(self, mid_step: bool = False) -> None:
+        """Raise DivergedError if a non-finite loss has been recorded (reads the device), or if
+        skip_step skipped every step of the epoch. `mid_step`: called between this step's loss
+        and its backward, so the gradients held are the previous step's."""
+        if self.mode == "skip_step" and self.skipped >= self.steps:
+            raise DivergedError(
+                f"training diverged: every step of epoch {self.seen // self.steps} had a "
+                "non-finite loss (train.on_nonfinite: skip_step); try a lower lr, gradient "
+                "clipping or another init"
+            )
         first = int(self.first_bad.item())
         if first < 0:
             return
@@ -150,7 +159,10 @@ class FiniteWatch:
         norm = grad_norm(self.model)
         lr = self.optimizer.param_groups[0]["lr"]
         last = self.last_finite.item()
-        grads = "no gradient yet" if norm is None else f"gradient norm {norm:.3g}"
+        grad_step = self.seen - 1 if mid_step else self.seen
+        grads = (
+            "no gradient yet" if norm is None else f"gradient norm {norm:.3g} at step {grad_step}"
+        )
         kept = (
             f"; the last good checkpoint {self.keeper.last} is untouched"
             if self.keeper.last
@@ -158,9 +170,8 @@ class FiniteWatch:
         )
         raise DivergedError(
             f"training diverged: loss {self.bad_loss.item()} at step {first} (epoch {epoch + 1}, "
-            f"step {step + 1} of {self.steps}); last finite loss {last:.4g}, lr {lr:g}, {grads} "
-            "(of the step before the check); try a lower lr, gradient clipping or another init"
-            + kept
+            f"step {step + 1} of {self.steps}); last finite loss {last:.4g}, lr {lr:g}, {grads}; "
+            "try a lower lr, gradient clipping or another init" + kept
         )
 
 
