@@ -195,3 +195,22 @@ def test_python_tag_in_a_resumed_runs_spec_runs_nothing(cli, tmp_path: Path):
     )
     code, _, err = cli("train", "--resume", str(run_dir))
     assert code == 2 and "is not allowed" in err and not sentinel.exists()
+
+
+def test_device_side_record_reports_the_exact_first_bad_step():
+    """The GPU path (no per-step read), run on the CPU: the record names the first bad step."""
+    from dnntrick.checkpoint import Checkpointer
+    from dnntrick.errors import DivergedError
+    from dnntrick.guard import FiniteWatch
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    watch = FiniteWatch("stop", model, optimizer, steps=10, keeper=Checkpointer(None))
+    watch.host_reads = False  # as on a GPU
+    watch.next_poll = float("inf")  # no throttled read: only the epoch-end check reads
+    losses = [2.0, 1.5, math.inf, 1.0, math.nan]
+    for step, value in enumerate(losses):
+        assert watch.skip(torch.tensor(value), epoch=3, step=step) is False
+    with pytest.raises(DivergedError, match=r"loss inf at step 23 \(epoch 3, step 3 of 10\); "
+                       r"last finite loss 1\.5, lr 0\.5, no gradient yet"):  # fmt: skip
+        watch.check()
