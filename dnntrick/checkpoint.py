@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import hashlib
 import io
 import os
@@ -33,7 +32,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from dnntrick.errors import CheckpointError, CorruptedError, UnsafeFileError, UsageError
+from dnntrick.errors import (
+    CheckpointError,
+    CorruptedError,
+    UnsafeFileError,
+    UsageError,
+    WriteError,
+)
 from dnntrick.rundir import atomic_write, versions
 
 FORMAT = 1
@@ -303,9 +308,9 @@ class Checkpointer:
             atomic_write(self.folder / f"{name}.safetensors", save(weights, {"position": name}))
             atomic_write(self.folder / f"{name}.pt", buffer.getvalue())  # the commit point
             _fsync_dir(self.folder)
-        except OSError as err:
+        except (WriteError, OSError) as err:
             kept = f"; the previous checkpoint {self.last} is intact" if self.last else ""
-            reason = "the disk is full" if err.errno == errno.ENOSPC else err.strerror or str(err)
+            reason = err.reason if isinstance(err, WriteError) else err.strerror or str(err)
             raise CheckpointError(
                 f"cannot write checkpoint {self.folder / name}: {reason}{kept}"
             ) from None

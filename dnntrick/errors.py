@@ -81,6 +81,16 @@ class CheckpointError(DnntrickError):
     """A checkpoint could not be written (disk full, permissions)."""
 
 
+class WriteError(DnntrickError):
+    """A file could not be written (disk full, permissions); nothing half-written is left."""
+
+    def __init__(self, path: object, err: OSError):
+        self.errno = err.errno
+        reason = "the disk is full" if err.errno == 28 else err.strerror or str(err)  # ENOSPC
+        super().__init__(f"cannot write {path}: {reason}")
+        self.reason = reason
+
+
 class Interrupted(DnntrickError):
     """SIGINT/SIGTERM stopped training; the message says where the checkpoint is."""
 

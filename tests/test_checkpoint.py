@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import errno
 import os
 import pickle
@@ -31,7 +32,7 @@ from dnntrick.checkpoint import (
 )
 from dnntrick.errors import CheckpointError, CorruptedError, UnsafeFileError
 from dnntrick.loop import EarlyStopping, FitResult
-from tests.conftest import REPO
+from tests.conftest import REPO, write_spec
 
 
 def parts(seed: int = 0) -> dict:
@@ -172,35 +173,42 @@ def test_damaged_weights_file_alone(tmp_path: Path):
         read_weights(tmp_path / "w.safetensors")
 
 
-def test_disk_full_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    folder = tmp_path / "checkpoints"
-    keeper = saved(folder, epochs=(1,), best=1)
-    import builtins
+class FullFile:
+    """A file on a full disk: part of the data lands, then write raises ENOSPC."""
 
+    def __init__(self, handle):
+        self.handle = handle
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
+
+    def write(self, data):
+        self.handle.write(data[:10])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+
+def disk_full(monkeypatch: pytest.MonkeyPatch, when) -> None:
+    """Make writes to temp files whose path satisfies `when(path)` fail with ENOSPC."""
     real_open = builtins.open
-
-    class FullFile:
-        def __init__(self, handle):
-            self.handle = handle
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.handle.close()
-
-        def write(self, data):
-            self.handle.write(data[:10])  # part of it lands, then the disk is full
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        def __getattr__(self, name):
-            return getattr(self.handle, name)
 
     def opener(path, mode="r", *args, **kwargs):
         handle = real_open(path, mode, *args, **kwargs)
-        return FullFile(handle) if "w" in mode and str(path).endswith(".tmp") else handle
+        failing = "w" in mode and str(path).endswith(".tmp") and when(str(path))
+        return FullFile(handle) if failing else handle
 
     monkeypatch.setattr(builtins, "open", opener)
+
+
+def test_disk_full_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    folder = tmp_path / "checkpoints"
+    keeper = saved(folder, epochs=(1,), best=1)
+    disk_full(monkeypatch, lambda path: True)
     with pytest.raises(CheckpointError, match=r"the disk is full; the previous checkpoint .*0001"):
         keeper.save(Position(3), parts(), torch.Generator(), FitResult())
     monkeypatch.undo()
@@ -209,6 +217,36 @@ def test_disk_full_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pytest
         "epoch-0001.safetensors",
     ]  # no temp file left
     assert load_latest(tmp_path).path.name == "epoch-0001.pt"
+
+
+def test_disk_full_while_training_exits_1_and_keeps_the_checkpoint(
+    cli, monkeypatch, tmp_path: Path, tiny_root: Path
+):
+    spec = write_spec(tmp_path, f"data: {{root: {tiny_root}, val_size: 100}}\n"
+                      "model: {hidden: [8]}\ntrain: {epochs: 3, batch_size: 100}\n")  # fmt: skip
+    writes = 0
+
+    def second_checkpoint(path: str) -> bool:
+        nonlocal writes
+        writes += "/checkpoints/" in path
+        return writes > 2  # the first checkpoint's two files land
+
+    disk_full(monkeypatch, second_checkpoint)
+    code, out, err = cli("train", str(spec), "--out", str(tmp_path / "runs"), "-q")
+    monkeypatch.undo()
+    [run_dir] = (tmp_path / "runs").iterdir()
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert f"cannot write checkpoint {run_dir}/checkpoints/epoch-0002: the disk is full" in err
+    assert f"the previous checkpoint {run_dir}/checkpoints/epoch-0001.pt is intact" in err
+    assert not [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
+    assert load_latest(run_dir).state["epoch"] == 2
+
+
+def test_disk_full_for_run_files_is_one_line(cli, monkeypatch, tmp_path: Path, tiny_root: Path):
+    spec = write_spec(tmp_path, f"data: {{root: {tiny_root}, val_size: 100}}\n")
+    disk_full(monkeypatch, lambda path: path.endswith("spec.yaml." + str(os.getpid()) + ".tmp"))
+    code, _, err = cli("train", str(spec), "--out", str(tmp_path / "runs"), "-q")
+    assert code == 1 and err.count("\n") == 1 and "spec.yaml: the disk is full" in err
 
 
 def test_spec_diff_lists_changed_keys():
