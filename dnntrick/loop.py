@@ -1,6 +1,7 @@
 """The training loop: one plain function whose order reads top to bottom.
 
-Per step: slice a batch → forward → loss → backward → optimizer step → add to running sums.
+Per step: slice a batch → forward → loss (+ ℓ1/ℓ2 penalty) → finite check → backward → clip →
+optimizer step → max-norm → add to running sums (the tricks themselves live in regularization.py).
 Per epoch: evaluate on the validation split, record a metrics row, check early stopping, write a
 checkpoint. A resumed run restores everything the loop draws on (weights, optimizer, data order,
 RNGs, early stopping, running sums), so it continues bitwise as if never stopped.
@@ -23,6 +24,7 @@ from torch import nn
 from dnntrick.checkpoint import Checkpointer, Loaded, Position
 from dnntrick.data import Splits
 from dnntrick.guard import INTERRUPT, FiniteWatch
+from dnntrick.regularization import StepTricks
 from dnntrick.report import Reporter
 from dnntrick.spec import EarlyStoppingSpec, TrainSpec
 
@@ -110,9 +112,10 @@ def fit(
     n, bs, device = len(x), spec.batch_size, x.device
     steps = (n + bs - 1) // bs  # the last, smaller batch is kept (PyTorch/Keras convention)
     stopper = EarlyStopping(spec.early_stopping)
+    tricks = StepTricks(model, spec)
     result = FitResult()
     keeper = keeper or Checkpointer(None)
-    parts = {"model": model, "optimizer": optimizer, "early_stopping": stopper}  # checkpointed
+    parts = {"model": model, "optimizer": optimizer, "early_stopping": stopper, "tricks": tricks}
     watch = FiniteWatch(spec.on_nonfinite, model, optimizer, steps, keeper)
     at = keeper.restore(resume, parts, generator, result) if resume else Position()
     model.train()
@@ -130,12 +133,14 @@ def fit(
             idx = order[step * bs : (step + 1) * bs]
             xb, yb = x[idx], y[idx]
             logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
+            loss = tricks.add_penalty(F.cross_entropy(logits, yb))
             if watch.skip(loss, epoch, step):  # finite check: raises (stop) or skips the update
                 continue
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            tricks.clip_gradients()  # also adds the pre-clip global norm to device sums
             optimizer.step()
+            tricks.apply_max_norm()
             loss_sum += loss.detach() * len(idx)
             correct += (logits.detach().argmax(dim=1) == yb).sum()
             if (now := time.perf_counter()) >= next_report:  # throttled: this reads the device
@@ -160,6 +165,7 @@ def fit(
             model, data.x_val, data.y_val, spec.eval_batch_size
         )
         row["lr"] = lr
+        row.update(tricks.epoch_metrics())
         if spec.on_nonfinite == "skip_step":
             row["skipped_steps"] = watch.skipped
         row["seconds"] = time.perf_counter() - t0

@@ -22,6 +22,7 @@ from dnntrick.guard import set_determinism, signals_caught
 from dnntrick.loop import evaluate, fit
 from dnntrick.model import build_model, count_parameters
 from dnntrick.optimizers import build_optimizer
+from dnntrick.regularization import describe, mc_evaluate
 from dnntrick.report import Reporter
 from dnntrick.rundir import RunDir, git_sha, make_run_dir, versions
 from dnntrick.spec import Spec, default_init
@@ -84,6 +85,7 @@ def run_spec(
         run.restore_metrics(loaded.state["result"]["history"])
         reporter.message(f"resuming {loaded.path} ({loaded.describe()})")
     parameters = count_parameters(model)
+    tricks = describe(spec)
     reporter.start(
         spec.name,
         {
@@ -93,6 +95,7 @@ def run_spec(
             "optimizer": f"{spec.train.optimizer.name} lr {spec.train.optimizer.lr:g}",
             "device": str(device),
             "parameters": f"{parameters:,}",
+            **({"tricks": tricks} if tricks else {}),
         },
     )
 
@@ -132,6 +135,16 @@ def run_spec(
         "overrides": overrides,
         "run_dir": str(run.path),
     }
+    if spec.train.mc_dropout:  # the same weights, the softmax averaged over dropout samples
+        summary["mc_dropout_samples"] = spec.train.mc_dropout.samples
+        summary["mc_test_loss"], summary["mc_test_accuracy"] = mc_evaluate(
+            model,
+            data.x_test,
+            data.y_test,
+            spec.train.eval_batch_size,
+            spec.train.mc_dropout.samples,
+            seed=spec.seed,
+        )
     if loaded is not None and loaded.state["spec"] != spec_yaml:  # --force with changes
         run.write_spec(spec_yaml, source, overrides)
     run.write_summary(summary)

@@ -218,3 +218,31 @@ def test_sigint_to_a_real_process_then_resume_is_bitwise(tmp_path: Path):
     assert_same_run(reference, run_dir)
     a, b = load_file(reference / "model.safetensors"), load_file(run_dir / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a) and len(rows(run_dir)) == 12
+
+
+def test_mid_epoch_resume_with_dropout_batch_norm_and_clipping_is_bitwise(
+    cli, monkeypatch, tmp_path: Path, tiny_root: Path
+):
+    """Dropout masks (global RNG), BN running statistics (model buffers) and the clipping norm
+    sums (the epoch's grad_norm_* columns) all continue exactly."""
+    text = (
+        SPEC.format(root=tiny_root).replace(
+            "activation: rrelu}",
+            "activation: elu, norm: {name: batch}, dropout: {rate: 0.3}}",
+        )
+        + "  clip: {by: global_norm, threshold: 0.5}\n"
+    )
+    spec = write_spec(tmp_path, text)
+    code, _, err = cli("train", str(spec), "--out", str(tmp_path / "whole"), "-q")
+    assert code == 0, err
+    [reference] = (tmp_path / "whole").iterdir()
+    assert "grad_norm_mean" in rows(reference)[0]
+
+    signal_at(monkeypatch, 16, True)  # after step 6 of epoch 2
+    code, _, err = cli("train", str(spec), "--out", str(tmp_path / "runs"), "-q")
+    monkeypatch.undo()
+    [run_dir] = (tmp_path / "runs").iterdir()
+    assert code == 130 and "epoch-0001-step-000006.pt" in err
+    code, _, err = cli("train", "--resume", str(run_dir), "-q")
+    assert code == 0, err
+    assert_same_run(reference, run_dir)
