@@ -134,7 +134,7 @@ def copy_layers(model: nn.Module, source: Source, layers: list[str]) -> None:
         new = {k: v for k, v in target.items() if layer_of(k) == layer}
         diffs = [
             f"{key.split('.', 1)[1]} {_shape(src.get(key))} vs {_shape(new.get(key))}"
-            for key in sorted({*src, *new}, key=natural)
+            for key in dict.fromkeys([*new, *src])  # the new model's order: weight, bias
             if key not in src or key not in new or src[key].shape != new[key].shape
         ]
         if diffs:
