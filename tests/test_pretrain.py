@@ -1,4 +1,5 @@
-"""Unsupervised pretraining on the tiny data set: the loss falls, the weights reach the classifier."""
+"""Unsupervised pretraining on the tiny data set: the loss falls, the weights reach the
+classifier."""
 
 from __future__ import annotations
 

@@ -109,9 +109,7 @@ def test_summary_records_the_source_and_a_hash_of_its_weights(
     assert record["reused"] == ["hidden1", "hidden2", "hidden3"]
 
 
-def test_runs_name_means_the_newest_run_of_that_name(
-    tmp_path: Path, tiny_root: Path, source: Path
-):
+def test_runs_name_means_the_newest_run_of_that_name(tmp_path: Path, tiny_root: Path, source: Path):
     runs = source.parent
     newer = runs / "src-29991231-235959"  # a later timestamp than the real run
     newer.mkdir()
@@ -277,7 +275,7 @@ def test_unfreeze_after_trains_every_layer_at_the_scaled_lr(
 def test_unfreeze_after_must_leave_epochs_to_train(tmp_path: Path, tiny_root: Path, source: Path):
     from dnntrick.errors import SpecError
 
-    with pytest.raises(SpecError, match="transfer.unfreeze_after: 2 epochs is not less than"):
+    with pytest.raises(SpecError, match=r"transfer\.unfreeze_after: 2 epochs is not less than"):
         target(tmp_path, tiny_root, source, "transfer.unfreeze_after=2", epochs=2)
 
 
@@ -328,7 +326,8 @@ def test_frozen_batch_norm_stays_frozen(tmp_path: Path, tiny_root: Path):
     for key in before:
         if key.startswith("hidden1."):
             assert torch.equal(after[key], before[key]), f"frozen {key} changed"
-    assert not torch.equal(after["hidden2.act.0.running_mean"], before["hidden2.act.0.running_mean"])
+    stats = "hidden2.act.0.running_mean"
+    assert not torch.equal(after[stats], before[stats])  # the trainable BN kept learning
     assert after["hidden2.act.0.num_batches_tracked"] > before["hidden2.act.0.num_batches_tracked"]
     model.train()
     assert not model.hidden1.act[0].training and model.hidden2.act[0].training
@@ -337,6 +336,54 @@ def test_frozen_batch_norm_stays_frozen(tmp_path: Path, tiny_root: Path):
     model.eval()
     model.train()
     assert model.hidden1.act[0].training  # follows the model again
+
+
+BN_SOURCE = """\
+name: bnsrc
+seed: 1
+model: {hidden: [32, 16], norm: {momentum: 0.5}}
+train: {epochs: 2, batch_size: 50, optimizer: {name: adam, lr: 0.003}}
+"""
+
+
+def test_frozen_batch_norm_from_the_spec_stays_frozen(tmp_path: Path, tiny_root: Path):
+    src = run_spec(
+        load_spec(write_spec(tmp_path, BN_SOURCE, "src.yaml"), tiny_overrides(tiny_root, 2)),
+        out=tmp_path / "src",
+    )
+    text = BN_SOURCE.replace("name: bnsrc", "name: bntgt").replace("seed: 1", "seed: 3")
+    spec = load_spec(
+        write_spec(tmp_path, text + "transfer: {reuse: hidden.*, freeze: hidden1}\n"),
+        [*tiny_overrides(tiny_root, 2), f"transfer.from={src.run_dir}", "train.max_norm=1.0"],
+    )
+    result = run_spec(spec, out=tmp_path / "runs")
+    before, after = weights(src.run_dir), weights(result.run_dir)
+    frozen = [k for k in before if k.startswith("hidden1.")]
+    assert "hidden1.norm.running_mean" in frozen and "hidden1.norm.num_batches_tracked" in frozen
+    for key in frozen:  # statistics, BN scale/shift and weights (max-norm too leaves them)
+        assert torch.equal(after[key], before[key]), f"frozen {key} changed"
+    assert not torch.equal(after["hidden2.norm.running_mean"], before["hidden2.norm.running_mean"])
+    assert not torch.equal(after["hidden2.norm.weight"], before["hidden2.norm.weight"])
+    assert not result.model.hidden1.norm.training and result.model.hidden2.norm.training
+
+
+def test_caching_refused_with_dropout_from_the_spec(
+    cli, tmp_path: Path, tiny_root: Path, source: Path
+):
+    spec = write_spec(tmp_path, TARGET)
+    code, _, err = cli(
+        "transfer", str(spec), "--from", str(source), "--out", str(tmp_path / "runs"),
+        *tiny_overrides(tiny_root), "transfer.cache_frozen=true",
+        "model.dropout={rate: 0.2, input_rate: 0}",
+    )  # fmt: skip
+    assert code == 2 and "hidden1 has Dropout" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli(
+        "transfer", str(spec), "--from", str(source), "--out", str(tmp_path / "runs"),
+        *tiny_overrides(tiny_root), "transfer.cache_frozen=true",
+        "model.dropout={rate: 0, input_rate: 0.2}",
+    )  # fmt: skip
+    assert code == 2 and "inputs has Dropout" in err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_transfer_command_takes_train_options(cli, tmp_path: Path, tiny_root: Path, source: Path):
