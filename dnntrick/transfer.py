@@ -298,14 +298,16 @@ def prepare_transfer(spec: Spec, model: nn.Module, data: Splits, reporter: Repor
 
     summary: dict[str, Any] = {
         "transfer": {
-            "from": str(source.path),
+            "from": str(source.path.resolve()),
             "sha256": source.sha256,
             "reused": reused,
             "frozen": frozen,
             "cached": cached,
             "cache_seconds": cache_seconds,
             "unfreeze_after": t.unfreeze_after,
-            "trainable_parameters": sum(p.numel() for p in trained.parameters() if p.requires_grad),
+            "trainable_parameters": sum(
+                p.numel() for p in trained.parameters() if p.requires_grad
+            ),  # at the start
         }
     }
 
