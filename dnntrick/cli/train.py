@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from dnntrick.cli.common import DeviceOpt, OutOpt, Overrides
+from dnntrick.cli.common import (
+    DeviceOpt,
+    JsonOpt,
+    OutOpt,
+    Overrides,
+    PrintConfigOpt,
+    QuietOpt,
+)
 
 OptionalSpec = Annotated[
     Path | None,
@@ -25,15 +32,9 @@ def train(
     overrides: Overrides = None,
     out: OutOpt = Path("runs"),
     device: DeviceOpt = None,
-    print_config: Annotated[
-        bool, typer.Option("--print-config", help="Print the resolved spec and exit.")
-    ] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Summary JSON on stdout; progress on stderr.")
-    ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress or epoch table; one result line.")
-    ] = False,
+    print_config: PrintConfigOpt = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
     resume: Annotated[
         Path | None,
         typer.Option(
