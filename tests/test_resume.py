@@ -246,3 +246,26 @@ def test_mid_epoch_resume_with_dropout_batch_norm_and_clipping_is_bitwise(
     code, _, err = cli("train", "--resume", str(run_dir), "-q")
     assert code == 0, err
     assert_same_run(reference, run_dir)
+
+
+def test_resume_after_unfreezing_is_bitwise(monkeypatch, tmp_path: Path, tiny_root: Path):
+    """Transfer with unfreeze_after: the optimizer gained a parameter group before the
+    checkpoint; resuming redoes the unfreezing, then restores that optimizer exactly."""
+    from dnntrick.errors import Interrupted
+
+    source = SPEC.format(root=tiny_root).replace("epochs: 3", "epochs: 1")
+    source_dir = run_spec(load_spec(write_spec(tmp_path, source, "src.yaml")), tmp_path / "src")
+    target = SPEC.format(root=tiny_root) + (
+        f'transfer: {{from: {source_dir.run_dir}, reuse: "hidden1", freeze: "hidden1", '
+        "unfreeze_after: 1, unfreeze_lr_factor: 0.5}\n"
+    )
+    spec = load_spec(write_spec(tmp_path, target, "tgt.yaml"))
+    reference = run_spec(spec, tmp_path / "whole").run_dir
+    signal_at(monkeypatch, 2, False)  # in epoch 2's evaluation, after the unfreezing
+    with pytest.raises(Interrupted):
+        run_spec(spec, tmp_path / "runs")
+    monkeypatch.undo()
+    [run_dir] = (tmp_path / "runs").iterdir()
+    run_spec(spec, resume=run_dir)
+    assert [r["lr"] for r in rows(run_dir)] == [0.003, 0.0015, 0.0015]
+    assert_same_run(reference, run_dir)
