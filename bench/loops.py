@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dnntrick.checkpoint import Checkpointer
 from dnntrick.data import FILES, Splits, load_arrays, load_splits, write_idx
+from dnntrick.guard import FiniteWatch
 from dnntrick.loop import train_epoch
 from dnntrick.model import build_model
 from dnntrick.optimizers import build_optimizer
@@ -210,9 +212,14 @@ class DnntrickLoop:
         self.bs, self.train_spec = setup.batch_size, spec.train
         self.model = dnntrick_model(setup, splits)
         self.optimizer = build_optimizer(spec.train.optimizer, self.model.parameters(), "cpu")
-        tricks = StepTricks(self.model, spec.train)  # as fit() builds them (none are on here)
+        # the hooks fit() builds around the step: tricks (none are on here) and the finite check
+        tricks = StepTricks(self.model, spec.train)
+        steps = -(-len(splits.x_train) // self.bs)
+        watch = FiniteWatch(
+            spec.train.on_nonfinite, self.model, self.optimizer, steps, Checkpointer(None)
+        )
         self.step = make_step(
-            self.model, self.optimizer, splits.x_train, splits.y_train, spec.train, tricks
+            self.model, self.optimizer, splits.x_train, splits.y_train, spec.train, tricks, watch
         )
         self.reporter = Reporter()
         self.stream = permutations(len(splits.x_train), setup.seed)
@@ -227,6 +234,7 @@ class DnntrickLoop:
                 self.order, self.pos = next(self.stream), 0
             take = min(n_batches * self.bs, len(self.order) - self.pos)  # within this epoch
             segment = self.order[self.pos : self.pos + take]
+            self.step.reset()
             train_epoch(self.step, segment, self.bs, self.reporter)
             loss_sum += self.step.loss_sum.item()
             seen += len(segment)

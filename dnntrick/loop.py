@@ -1,9 +1,11 @@
 """The training loop: one plain function whose order reads top to bottom.
 
 Per step (step.py, eager or a replayed CUDA graph): slice a batch → forward → loss (+ ℓ1/ℓ2
-penalty) → backward → clip → optimizer step → max-norm → add to running sums (the tricks
-themselves live in regularization.py). Per epoch (`train_epoch`, then `fit`): evaluate on the
-validation split, record a metrics row, check early stopping.
+penalty) → finite check → backward → clip → optimizer step → max-norm → add to running sums (the
+tricks themselves live in regularization.py). `train_epoch` runs the steps of one epoch.
+Per epoch: evaluate on the validation split, record a metrics row, check early stopping, write a
+checkpoint. A resumed run restores everything the loop draws on (weights, optimizer, data order,
+RNGs, early stopping, running sums), so it continues bitwise as if never stopped.
 The running sums stay on the device and are read once per epoch (plus a throttled read for the
 progress bar, at most a few times a second): no host-device sync per step.
 """
@@ -20,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dnntrick.checkpoint import Checkpointer, Loaded, Position
 from dnntrick.data import Splits
+from dnntrick.guard import INTERRUPT, FiniteWatch
 from dnntrick.optimizers import current_lr
 from dnntrick.regularization import StepTricks
 from dnntrick.report import Reporter
@@ -84,20 +88,37 @@ class EarlyStopping:
         self.bad_epochs += 1
         return self.spec is not None and self.bad_epochs >= self.spec.patience
 
+    def state_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("best", "best_epoch", "best_state", "bad_epochs")}
 
-def train_epoch(step: TrainStep, order: torch.Tensor, batch_size: int, reporter: Reporter) -> None:
-    """One pass over the batches order[0:bs], order[bs:2bs], …; sums land in step.loss_sum and
-    step.correct. The last, smaller batch is kept (PyTorch/Keras convention)."""
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+def train_epoch(
+    step: TrainStep,
+    order: torch.Tensor,
+    batch_size: int,
+    reporter: Reporter,
+    first: int = 0,
+    t0: float | None = None,
+    after_step: Callable[[int], None] | None = None,
+) -> None:
+    """Steps first, first + 1, … over the batches order[i·bs:(i+1)·bs]; the last, smaller batch
+    is kept (PyTorch/Keras convention). Sums accumulate in step.loss_sum and step.correct (the
+    caller resets or restores them). `after_step(i)` runs after step i (interrupt handling)."""
     n, bs = len(order), batch_size
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() if t0 is None else t0
     next_report = t0 + PROGRESS_INTERVAL_S
-    step.reset()
-    for i in range((n + bs - 1) // bs):
-        step(order[i * bs : (i + 1) * bs])
+    for i in range(first, (n + bs - 1) // bs):
+        step(order[i * bs : (i + 1) * bs], i)
         if (now := time.perf_counter()) >= next_report:  # throttled: this reads the device
             done = min((i + 1) * bs, n)
             reporter.progress(i + 1, done / (now - t0), step.loss_sum.item() / done)
             next_report = now + PROGRESS_INTERVAL_S
+        if after_step is not None:
+            after_step(i)
 
 
 def fit(
@@ -108,42 +129,73 @@ def fit(
     generator: torch.Generator,
     reporter: Reporter,
     on_epoch_end: Callable[[dict[str, Any]], None] = lambda row: None,
+    keeper: Checkpointer | None = None,
+    resume: Loaded | None = None,
 ) -> FitResult:
-    """Train `model` on data.x_train for spec.epochs epochs (or until early stopping)."""
+    """Train `model` on data.x_train for spec.epochs epochs (or until early stopping).
+
+    `keeper` writes checkpoints (every spec.checkpoint_every epochs, and when interrupted);
+    `resume` is a checkpoint to continue from."""
     x, y = data.x_train, data.y_train
     n, bs, device = len(x), spec.batch_size, x.device
-    steps = (n + bs - 1) // bs
-    tricks = StepTricks(model, spec)
-    step = make_step(model, optimizer, x, y, spec, tricks)
+    steps = (n + bs - 1) // bs  # the last, smaller batch is kept (PyTorch/Keras convention)
     stopper = EarlyStopping(spec.early_stopping)
+    tricks = StepTricks(model, spec)
     result = FitResult()
+    keeper = keeper or Checkpointer(None)
+    parts = {"model": model, "optimizer": optimizer, "early_stopping": stopper, "tricks": tricks}
+    watch = FiniteWatch(spec.on_nonfinite, model, optimizer, steps, keeper)
+    step = make_step(model, optimizer, x, y, spec, tricks, watch)
+    at = keeper.restore(resume, parts, generator, result) if resume else Position()
     model.train()
-    for epoch in range(1, spec.epochs + 1):
-        t0 = time.perf_counter()
+    for epoch in range(at.epoch, spec.epochs + 1):
         # The data order comes from dnntrick's own generator (CPU), so it depends on the seed alone.
+        order_rng = generator.get_state()  # a mid-epoch checkpoint redraws this epoch's order
         order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
+        first_step, loss_sum, correct, spent = at.begin_epoch(epoch, device)
+        step.start_epoch(epoch, loss_sum, correct)
+        t0 = time.perf_counter() - spent
         lr = current_lr(optimizer)
         reporter.epoch_start(epoch, spec.epochs, steps)
-        train_epoch(step, order, bs, reporter)
-        row: dict[str, Any] = {
-            "epoch": epoch,
-            "train_loss": step.loss_sum.item() / n,  # the epoch's sync: the step's work is done
-            "train_accuracy": step.correct.item() / n,
-        }
+        watch.skipped = 0
+
+        def stop_if_interrupted(
+            i: int, epoch: int = epoch, t0: float = t0, order_rng: torch.Tensor = order_rng
+        ) -> None:
+            if INTERRUPT.requested:  # Ctrl-C/SIGTERM: checkpoint after this step, then stop
+                watch.check()
+                spent = time.perf_counter() - t0
+                here = Position(epoch, i + 1, order_rng, step.loss_sum, step.correct, spent)
+                raise INTERRUPT.error(keeper.save(here, parts, generator, result))
+
+        train_epoch(step, order, bs, reporter, first_step, t0, stop_if_interrupted)
+        watch.check()  # nothing non-finite may reach the metrics or a checkpoint
         train_time = time.perf_counter() - t0
         result.train_seconds += train_time
         result.train_samples += n
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": step.loss_sum.item() / n,
+            "train_accuracy": step.correct.item() / n,
+        }
         row["val_loss"], row["val_accuracy"] = evaluate(
             model, data.x_val, data.y_val, spec.eval_batch_size
         )
         row["lr"] = lr
         row.update(tricks.epoch_metrics())
+        if spec.on_nonfinite == "skip_step":
+            row["skipped_steps"] = watch.skipped
         row["seconds"] = time.perf_counter() - t0
         result.history.append(row)
         on_epoch_end(row)
         reporter.epoch_end(row, samples_per_second=n / train_time)
-        if len(data.x_val) and stopper.update(epoch, row, model):
-            result.stopped_early = True
+        stop = bool(len(data.x_val)) and stopper.update(epoch, row, model)
+        result.stopped_early = stop
+        if keeper.due(epoch, final=stop or epoch == spec.epochs) or INTERRUPT.requested:
+            keeper.save(Position(epoch + 1), parts, generator, result, stopper.best_epoch)
+        if INTERRUPT.requested:
+            raise INTERRUPT.error(keeper.last)
+        if stop:
             break
     if stopper.best_state is not None:
         model.load_state_dict(stopper.best_state)

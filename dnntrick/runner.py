@@ -6,16 +6,20 @@ created, so a run that fails at start-up leaves nothing behind.
 
 from __future__ import annotations
 
+import shlex
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from dnntrick.checkpoint import FOLDER, Checkpointer, open_resume
 from dnntrick.config import dump_spec
-from dnntrick.data import load_splits
+from dnntrick.data import Splits, load_splits
 from dnntrick.errors import UsageError
+from dnntrick.guard import set_determinism, signals_caught
 from dnntrick.loop import evaluate, fit
 from dnntrick.model import build_model, count_parameters
 from dnntrick.optimizers import build_optimizer
@@ -31,6 +35,35 @@ class RunResult:
     history: list[dict[str, Any]]
     run_dir: Path
     model: torch.nn.Module
+
+
+@dataclass
+class Prepared:
+    """What the loop trains once a prepare hook (transfer, pretraining) has set the model up.
+
+    `model` may be a suffix of the built model (sharing its layers) and `data` its cached inputs.
+    """
+
+    model: torch.nn.Module
+    data: Splits
+    summary: dict[str, Any] = field(default_factory=dict)  # extra keys for summary.json
+    after_epoch: Callable[[int, torch.optim.Optimizer], None] | None = None
+
+
+Prepare = Callable[[Spec, torch.nn.Module, Splits, Reporter], Prepared]
+
+
+def spec_prepare(spec: Spec) -> Prepare | None:
+    """The prepare hook that the spec's `transfer:` or `pretrain:` section asks for, if any."""
+    if spec.transfer is not None:
+        from dnntrick.transfer import prepare_transfer
+
+        return prepare_transfer
+    if spec.pretrain is not None:
+        from dnntrick.pretrain import prepare_pretrained
+
+        return prepare_pretrained
+    return None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -62,11 +95,22 @@ def run_spec(
     reporter: Reporter | None = None,
     source: str | None = None,
     overrides: list[str] | None = None,
+    prepare: Prepare | None = None,
+    resume: Path | None = None,
+    force: bool = False,
 ) -> RunResult:
-    """Train `spec` and write its run directory under `out`."""
+    """Train `spec` and write its run directory under `out`, or continue the run in `resume`
+    from its last checkpoint (`force`: even if the spec differs from the checkpoint's).
+
+    `prepare` (default: the spec's transfer/pretrain hook) runs after the model is built and
+    before the run directory exists, so its start-up errors leave nothing behind.
+    """
     reporter = reporter or Reporter()
     overrides = list(overrides or [])
     started = time.perf_counter()
+    spec_yaml = dump_spec(spec)
+    loaded = open_resume(resume, spec_yaml, force) if resume is not None else None
+    set_determinism(spec.train.deterministic)  # before CUDA starts (cuBLAS reads its env once)
     device = resolve_device(spec.device)
     if spec.train.cuda_graphs and device.type != "cuda":  # device: auto found no GPU
         raise UsageError(
@@ -76,13 +120,21 @@ def run_spec(
     torch.manual_seed(spec.seed)  # weights (and any dropout) draw from torch's global RNG
     data = load_splits(spec.data, device)
     model = build_model(spec.model, data.in_features, data.n_classes).to(device)
+    prepare = prepare or spec_prepare(spec)
+    prepared = prepare(spec, model, data, reporter) if prepare else Prepared(model, data)
+    trainable = [p for p in prepared.model.parameters() if p.requires_grad]  # frozen ones: out
     optimizer = build_optimizer(
-        spec.train.optimizer, model.parameters(), device.type, capturable=spec.train.cuda_graphs
+        spec.train.optimizer, trainable, device.type, capturable=spec.train.cuda_graphs
     )
     generator = torch.Generator().manual_seed(spec.seed)  # data order: its own stream
 
-    run = RunDir(make_run_dir(out, spec.name))
-    run.write_spec(dump_spec(spec), source, overrides)
+    if loaded is None:
+        run = RunDir(make_run_dir(out, spec.name))
+        run.write_spec(spec_yaml, source, overrides)
+    else:  # the same folder: metrics continue from the checkpoint's rows
+        run = RunDir(Path(resume or "."))
+        run.restore_metrics(loaded.state["result"]["history"])
+        reporter.message(f"resuming {loaded.path} ({loaded.describe()})")
     parameters = count_parameters(model)
     tricks = describe(spec)
     reporter.start(
@@ -98,10 +150,31 @@ def run_spec(
         },
     )
 
-    fitted = fit(
-        model, optimizer, data, spec.train, generator, reporter, on_epoch_end=run.append_metrics
+    def end_epoch(row: dict[str, Any]) -> None:
+        run.append_metrics(row)
+        if prepared.after_epoch is not None:
+            prepared.after_epoch(row["epoch"], optimizer)
+
+    if loaded is not None and prepared.after_epoch is not None:  # e.g. unfreezing: redo it
+        for epoch in range(1, loaded.position.epoch):
+            prepared.after_epoch(epoch, optimizer)
+    keeper = Checkpointer(run.path / FOLDER, spec_yaml, spec.train.checkpoint_every)
+    with signals_caught(f"dnntrick train --resume {shlex.quote(str(run.path))}"):
+        fitted = fit(
+            prepared.model,
+            optimizer,
+            prepared.data,
+            spec.train,
+            generator,
+            reporter,
+            on_epoch_end=end_epoch,
+            keeper=keeper,
+            resume=loaded,
+        )
+    test = prepared.data
+    test_loss, test_accuracy = evaluate(
+        prepared.model, test.x_test, test.y_test, spec.train.eval_batch_size
     )
-    test_loss, test_accuracy = evaluate(model, data.x_test, data.y_test, spec.train.eval_batch_size)
     run.save_weights(model.state_dict(), metadata={"name": spec.name})
     summary = {
         "name": spec.name,
@@ -122,6 +195,7 @@ def run_spec(
         "git_sha": git_sha(),
         "spec_file": source,
         "overrides": overrides,
+        **prepared.summary,
         "run_dir": str(run.path),
     }
     if spec.train.mc_dropout:  # the same weights, the softmax averaged over dropout samples
@@ -134,6 +208,8 @@ def run_spec(
             spec.train.mc_dropout.samples,
             seed=spec.seed,
         )
+    if loaded is not None and loaded.state["spec"] != spec_yaml:  # --force with changes
+        run.write_spec(spec_yaml, source, overrides)
     run.write_summary(summary)
     reporter.finish(summary)
     return RunResult(summary, fitted.history, run.path, model)

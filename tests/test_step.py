@@ -58,8 +58,15 @@ def test_train_epoch_sums_every_sample_and_keeps_the_last_small_batch():
     assert 0 <= step.correct.item() <= 120
     for p, q in zip(model.parameters(), model2.parameters(), strict=True):
         torch.testing.assert_close(p, q)
+    step.start_epoch(2, torch.zeros(()), torch.zeros((), dtype=torch.long))  # fit's epoch start
+    sums = step.loss_sum
     train_epoch(step, torch.arange(50), 50, Reporter())
-    assert step.loss_sum.item() < total / 2  # reset at each epoch: one batch's sum only
+    assert step.loss_sum is sums  # in place: a captured graph keeps adding into the same tensor
+    assert step.loss_sum.item() < total / 2  # one batch's sum only
+    # a resumed epoch starts from the checkpoint's sums and its first step
+    step.start_epoch(3, torch.tensor(1000.0), torch.tensor(7))
+    train_epoch(step, torch.arange(120), 50, Reporter(), first=2)  # only the last batch of 20
+    assert 1000.0 < step.loss_sum.item() < 1000.0 + total / 2 and step.correct.item() >= 7
 
 
 class ZeroingTricks:
@@ -168,6 +175,10 @@ def test_cuda_graphs_on_cpu_is_a_one_line_spec_error(cli, tmp_path: Path):
     assert "train.cuda_graphs: needs device cuda (got device: cpu)" in err
     code, _, err = cli("check", str(path), "device=cuda", "train.cuda_graphs=true")
     assert code == 0
+    code, _, err = cli(
+        "check", str(path), "device=cuda", "train.cuda_graphs=true", "train.on_nonfinite=skip_step"
+    )
+    assert code == 2 and "train.cuda_graphs: cannot skip steps" in err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="device auto must resolve to the CPU")
