@@ -1,0 +1,260 @@
+"""Per-layer statistics of an MLP, collected by hooks on its Dense blocks.
+
+For each block, in depth order (hidden1 … outputs), on one batch:
+  mean, std   of the block's output a, over the batch and the units
+  dead        ReLU family only: fraction of units never positive on the batch
+  saturated   sigmoid/tanh only: fraction of outputs within 1% of the range's ends
+              (sigmoid < 0.01 or > 0.99, tanh |a| > 0.98), where the slope is < 4% of its peak
+  grad        ‖∂L/∂W‖ (Frobenius) of the block's weight, as backward left it (before any clipping)
+  out_grad    ‖∂L/∂a‖: the gradient backpropagated to the block's output
+  update      ‖ΔW‖ / ‖W‖ over one optimizer step (training only)
+  ratio       grad / the outputs layer's grad (computed when the numbers are read)
+
+`probe()` measures a fresh model on one batch (`dnntrick diagnose`). `Recorder` measures the
+training steps 0, N, 2N, … through module, tensor, parameter and optimizer hooks, so the training
+step itself is the same code with diagnostics on or off (and nothing is hooked when off). The
+statistics stay on the device until `Recorder.flush()` reads them once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dnntrick.activations import ACTIVATIONS
+from dnntrick.diagnosis import LayerStats
+
+FIELDS = ("mean", "std", "dead", "saturated", "grad", "out_grad", "update")
+COL = {name: i for i, name in enumerate(FIELDS)}
+SATURATION_MARGIN = 0.01  # fraction of the output range counted as "at the limit"
+RANGES = {"Sigmoid": (0.0, 1.0), "Tanh": (-1.0, 1.0)}  # torch class -> output range
+FAMILY_BY_CLASS = {entry.torch_class: entry.family for entry in ACTIVATIONS.values()}
+
+
+@dataclass
+class Block:
+    name: str
+    module: nn.Linear
+    kind: str  # "relu" (dead units counted), "saturating" (saturation counted) or "other"
+    limits: tuple[float, float] | None = None
+
+
+def blocks(model: nn.Module) -> list[Block]:
+    """The model's Dense blocks (its nn.Linear children) in depth order, with their act kind."""
+    found = []
+    for name, module in model.named_children():
+        if not isinstance(module, nn.Linear):
+            continue
+        act = type(getattr(module, "act", nn.Identity())).__name__
+        family = FAMILY_BY_CLASS.get(act)
+        kind = "relu" if family == "relu" else "saturating" if act in RANGES else "other"
+        found.append(Block(name, module, kind, RANGES.get(act)))
+    return found
+
+
+def _activation_stats(block: Block, a: torch.Tensor, row: torch.Tensor) -> None:
+    """Fill row[mean, std, dead, saturated] from a block's output a [B, units]; no host sync."""
+    a = a.detach().float()
+    row[COL["mean"]] = a.mean()
+    row[COL["std"]] = a.std() if a.numel() > 1 else 0.0
+    if block.kind == "relu":
+        row[COL["dead"]] = 1.0 - (a > 0).any(dim=0).float().mean()
+    if block.limits is not None:
+        lo, hi = block.limits
+        margin = SATURATION_MARGIN * (hi - lo)
+        row[COL["saturated"]] = ((a < lo + margin) | (a > hi - margin)).float().mean()
+
+
+@dataclass
+class Collector:
+    """The hooks of one measurement: arm() before a forward pass, rows hold the numbers after
+    backward. rows: [n_blocks, len(FIELDS)] on the device, NaN where a number does not apply."""
+
+    layers: list[Block]
+    samples: int = 0  # keep up to this many output values per block (for the plot)
+    rows: torch.Tensor | None = None
+    kept: dict[str, torch.Tensor] = field(default_factory=dict)
+    before: dict[str, torch.Tensor] = field(default_factory=dict)  # W before the step
+    handles: list[Any] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+
+    def arm(self, snapshot_weights: bool = False) -> None:
+        device = self.layers[0].module.weight.device
+        self.rows = torch.full((len(self.layers), len(FIELDS)), math.nan, device=device)
+        self.seen = set()
+        for i, block in enumerate(self.layers):
+            self.handles.append(block.module.register_forward_hook(self._forward(i, block)))
+            weight = block.module.weight
+            if weight.requires_grad:
+                self.handles.append(weight.register_post_accumulate_grad_hook(self._grad(i)))
+            if snapshot_weights:
+                self.before[block.name] = weight.detach().clone()
+
+    def _forward(self, i: int, block: Block) -> Any:
+        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            # Skip evaluation passes and repeated calls: the first training forward is measured.
+            if not module.training or torch.is_inference_mode_enabled() or block.name in self.seen:
+                return
+            self.seen.add(block.name)
+            assert self.rows is not None
+            _activation_stats(block, output, self.rows[i])
+            if self.samples:
+                flat = output.detach().float().flatten()
+                step = max(1, len(flat) // self.samples)
+                self.kept[block.name] = flat[::step][: self.samples].cpu()
+            if output.requires_grad:
+                output.register_hook(self._out_grad(self.rows, i))
+
+        return hook
+
+    @staticmethod
+    def _out_grad(rows: torch.Tensor, i: int) -> Any:
+        def hook(grad: torch.Tensor) -> None:  # returns None: the gradient passes unchanged
+            rows[i, COL["out_grad"]] = grad.detach().float().norm()
+
+        return hook
+
+    def _grad(self, i: int) -> Any:
+        def hook(weight: torch.Tensor) -> None:
+            assert self.rows is not None and weight.grad is not None
+            self.rows[i, COL["grad"]] = weight.grad.detach().float().norm()
+
+        return hook
+
+    def measure_updates(self) -> None:
+        """Fill the update column from the weights saved by arm(snapshot_weights=True)."""
+        assert self.rows is not None
+        for i, block in enumerate(self.layers):
+            old = self.before.pop(block.name, None)
+            if old is not None:
+                delta = (block.module.weight.detach() - old).norm()
+                self.rows[i, COL["update"]] = delta / old.norm().clamp_min(1e-12)
+
+    def disarm(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+
+def to_stats(layers: list[Block], rows: list[list[float]]) -> list[LayerStats]:
+    """LayerStats for each block from one measurement's rows (already on the host)."""
+    last = rows[-1][COL["grad"]]
+    stats = []
+    for block, row in zip(layers, rows, strict=True):
+        values = {name: (None if math.isnan(row[j]) else row[j]) for name, j in COL.items()}
+        grad = values["grad"]
+        ratio = grad / last if grad is not None and last and not math.isnan(last) else None
+        stats.append(
+            LayerStats(
+                layer=block.name,
+                units=block.module.out_features,
+                kind=block.kind,
+                ratio=ratio,
+                **values,
+            )
+        )
+    return stats
+
+
+@dataclass
+class Probe:
+    layers: list[LayerStats]
+    loss: float
+    samples: dict[str, Any]  # layer -> numpy array of (up to `samples`) output values
+
+
+def probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, samples: int = 20_000) -> Probe:
+    """Push one batch forward and backward through `model` (in training mode, so batch norm
+    uses batch statistics) and measure every block. The model's gradients are left zeroed."""
+    layers = blocks(model)
+    collector = Collector(layers, samples=samples)
+    was_training = model.training
+    model.train()
+    model.zero_grad(set_to_none=True)
+    collector.arm()
+    try:
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+    finally:
+        collector.disarm()
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    assert collector.rows is not None
+    rows = collector.rows.cpu().tolist()
+    kept = {name: values.numpy() for name, values in collector.kept.items()}
+    return Probe(to_stats(layers, rows), float(loss.detach()), kept)
+
+
+class Recorder:
+    """Records the block statistics of training steps 0, every, 2·every, … (counted over the
+    whole run) and the update ratio ‖ΔW‖/‖W‖ of those steps. Hooks only: the loop is unchanged.
+
+    The forward hooks are registered only for a recorded step and removed after it; the
+    optimizer's step hooks (always on while recording) count steps and close each measurement.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, every: int):
+        self.layers = blocks(model)
+        self.every = every
+        self.step = 0
+        self.collector = Collector(self.layers)
+        self.pending: list[tuple[int, torch.Tensor]] = []  # (step, rows on the device)
+        self.first: list[LayerStats] | None = None
+        self.last: list[LayerStats] | None = None
+        self.handles = [
+            optimizer.register_step_post_hook(self._after_step),
+        ]
+        self.collector.arm(snapshot_weights=True)
+
+    def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self.collector.handles:  # this step was being recorded
+            self.collector.measure_updates()
+            self.collector.disarm()
+            assert self.collector.rows is not None
+            self.pending.append((self.step, self.collector.rows))
+        self.step += 1
+        if self.step % self.every == 0:
+            self.collector.arm(snapshot_weights=True)
+
+    def flush(self) -> list[dict[str, Any]]:
+        """The snapshots recorded since the last flush, as JSON-ready dicts (one host read)."""
+        if not self.pending:
+            return []
+        steps = [step for step, _ in self.pending]
+        values = torch.stack([rows for _, rows in self.pending]).cpu().tolist()
+        self.pending.clear()
+        snapshots = []
+        for step, rows in zip(steps, values, strict=True):
+            stats = to_stats(self.layers, rows)
+            if self.first is None:
+                self.first = stats
+            self.last = stats
+            snapshots.append({"step": step, "layers": {s.layer: s.compact() for s in stats}})
+        return snapshots
+
+    def close(self) -> None:
+        """Remove every hook (the model and optimizer are as if never recorded)."""
+        self.collector.disarm()
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+
+def probe_spec(spec: Any, batch_size: int = 512, device: str | torch.device = "cpu") -> Probe:
+    """Build `spec`'s model exactly as a run would (same seed, same weights) and probe it on a
+    fixed batch of `batch_size` training images drawn with the spec's seed."""
+    from dnntrick.data import load_splits
+    from dnntrick.model import build_model
+
+    torch.manual_seed(spec.seed)  # the order runner.run_spec uses: same initial weights
+    data = load_splits(spec.data, device)
+    model = build_model(spec.model, data.in_features, data.n_classes).to(device)
+    generator = torch.Generator().manual_seed(spec.seed)
+    n = len(data.x_train)
+    idx = torch.randperm(n, generator=generator)[: min(batch_size, n)].to(device)
+    return probe(model, data.x_train[idx], data.y_train[idx])
