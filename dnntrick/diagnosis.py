@@ -74,6 +74,7 @@ class Context:
     init: str = "he_normal"
     init_std: float | None = None  # std of `init: normal`
     depth: int = 2
+    fan_in: int = 784  # a typical hidden block's fan-in (the middle one's)
     standardize: bool = False
 
     @classmethod
@@ -89,6 +90,7 @@ class Context:
             init=init,
             init_std=(model.init.std or 1.0) if init == "normal" else None,
             depth=len(model.hidden),
+            fan_in=([784, *model.hidden][len(model.hidden) // 2]),
             standardize=spec.data.standardize,
         )
 
@@ -209,15 +211,26 @@ def _vanishing(layers: list[LayerStats]) -> str | None:
 HE_REMEDY = "use He init (init: he_normal) with ReLU-family activations"
 
 
+# Var(W)·fan_in that keeps the signal's variance, by family (He 2, LeCun and ~Glorot 1)
+TARGET_GAIN = {"relu": 2.0, "selu": 1.0, "saturating": 1.0, "smooth": 1.0}
+AUTO_REMEDY = (
+    "use the init that suits the activation (init: auto): He for the ReLU family, LeCun for "
+    "SELU, Glorot for tanh; for a deep net prefer ReLU-family activations to sigmoid"
+)
+
+
 def _init_mismatch(ctx: Context) -> tuple[str, str] | None:
     """The cause and remedy when the init does not suit the activation, else None."""
-    if ctx.init == "normal":
-        return (
-            f"{ctx.activation} with {ctx.init_text} init: the weights' variance ignores the "
-            "layer's fan-in, so each layer scales the signal (seed §1)",
-            "use Glorot init for sigmoid/tanh, He for the ReLU family, LeCun for SELU "
-            "(or init: auto)",
-        )
+    if ctx.init == "normal" and ctx.init_std is not None:
+        gain = ctx.init_std**2 * ctx.fan_in / TARGET_GAIN[ctx.family]
+        if gain > 2 or gain < 0.5:
+            size = "large" if gain > 1 else "small"
+            return (
+                f"{ctx.activation} with {ctx.init_text} init: with fan-in {ctx.fan_in} that is "
+                f"{gain:.2g} x the variance that keeps the signal's size, so each layer "
+                f"{'amplifies' if gain > 1 else 'shrinks'} it (weights too {size}; seed §1)",
+                AUTO_REMEDY,
+            )
     if ctx.family == "relu" and ctx.init.startswith(("glorot", "lecun")):
         return (
             f"deep ReLU-family net with {ctx.init} init: each layer halves the signal's variance",
@@ -237,7 +250,7 @@ def _vanish_cause(ctx: Context) -> tuple[str, str]:
     if ctx.family == "saturating":
         return (
             f"{ctx.activation}'s slope is at most {0.25 if ctx.activation == 'sigmoid' else 1:g} "
-            "and near 0 at its limits: the gradient shrinks at every layer",
+            "and near 0 at its limits: the gradient shrinks at every layer, whatever the init",
             "use ReLU-family activations with He init, or SELU with LeCun init (seed §2)",
         )
     return (

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,10 @@ from torch import nn
 
 from dnntrick.activations import ACTIVATIONS
 from dnntrick.diagnosis import LayerStats
+
+if TYPE_CHECKING:
+    from dnntrick.report import Reporter
+    from dnntrick.spec import DiagnosticsSpec, Spec
 
 FIELDS = ("mean", "std", "dead", "saturated", "grad", "out_grad", "update")
 COL = {name: i for i, name in enumerate(FIELDS)}
@@ -206,6 +210,7 @@ class Recorder:
         self.pending: list[tuple[int, torch.Tensor]] = []  # (step, rows on the device)
         self.first: list[LayerStats] | None = None
         self.last: list[LayerStats] | None = None
+        self.first_step = self.last_step = 0
         self.handles = [
             optimizer.register_step_post_hook(self._after_step),
         ]
@@ -221,6 +226,13 @@ class Recorder:
         if self.step % self.every == 0:
             self.collector.arm(snapshot_weights=True)
 
+    @classmethod
+    def attach(
+        cls, model: nn.Module, optimizer: torch.optim.Optimizer, spec: DiagnosticsSpec | None
+    ) -> Recorder | None:
+        """A Recorder on `model` and `optimizer`, or None (and no hook at all) when `spec` is."""
+        return None if spec is None else cls(model, optimizer, spec.every)
+
     def flush(self) -> list[dict[str, Any]]:
         """The snapshots recorded since the last flush, as JSON-ready dicts (one host read)."""
         if not self.pending:
@@ -232,10 +244,36 @@ class Recorder:
         for step, rows in zip(steps, values, strict=True):
             stats = to_stats(self.layers, rows)
             if self.first is None:
-                self.first = stats
-            self.last = stats
+                self.first, self.first_step = stats, step
+            self.last, self.last_step = stats, step
             snapshots.append({"step": step, "layers": {s.layer: s.compact() for s in stats}})
         return snapshots
+
+    def finish(self, spec: Spec, reporter: Reporter) -> dict[str, Any]:
+        """Remove the hooks, show the verdicts of the first and last recorded steps, and return
+        them for summary.json."""
+        from dnntrick.diagnosis import Context, diagnose, spec_notes
+
+        self.close()
+        self.flush()
+        ctx = Context.from_spec(spec)
+        result: dict[str, Any] = {"every": self.every, "steps": self.step}
+        for when, layers in (("first", self.first), ("last", self.last)):
+            if layers is None:
+                continue
+            diagnosis = diagnose(layers, ctx)
+            result[when] = {"step": self.first_step if when == "first" else self.last_step}
+            result[when] |= diagnosis.to_json()
+            colour = "green" if diagnosis.verdict == "healthy" else "red"
+            reporter.message(
+                f"[bold]diagnostics[/] {when} recorded step: [{colour}]{diagnosis.verdict}[/]"
+            )
+            for finding in diagnosis.findings:
+                reporter.message(f"  {finding.kind}: {finding.summary}")
+                reporter.message(f"    cause: {finding.cause}; remedy: {finding.remedy}")
+        for note in spec_notes(ctx):
+            reporter.message(f"  note: {note.cause}; {note.remedy}")
+        return result
 
     def close(self) -> None:
         """Remove every hook (the model and optimizer are as if never recorded)."""

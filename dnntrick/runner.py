@@ -15,6 +15,7 @@ import torch
 
 from dnntrick.config import dump_spec
 from dnntrick.data import load_splits
+from dnntrick.diagnostics import Recorder
 from dnntrick.errors import UsageError
 from dnntrick.loop import evaluate, fit
 from dnntrick.model import build_model, count_parameters
@@ -82,9 +83,14 @@ def run_spec(
         },
     )
 
-    fitted = fit(
-        model, optimizer, data, spec.train, generator, reporter, on_epoch_end=run.append_metrics
-    )
+    recorder = Recorder.attach(model, optimizer, spec.train.diagnostics)  # None when off
+
+    def record(row: dict[str, Any]) -> None:
+        if recorder is not None:
+            row["diagnostics"] = recorder.flush()  # one host read per epoch
+        run.append_metrics(row)
+
+    fitted = fit(model, optimizer, data, spec.train, generator, reporter, on_epoch_end=record)
     test_loss, test_accuracy = evaluate(model, data.x_test, data.y_test, spec.train.eval_batch_size)
     run.save_weights(model.state_dict(), metadata={"name": spec.name})
     summary = {
@@ -108,6 +114,8 @@ def run_spec(
         "overrides": overrides,
         "run_dir": str(run.path),
     }
+    if recorder is not None:
+        summary["diagnosis"] = recorder.finish(spec, reporter)
     run.write_summary(summary)
     reporter.finish(summary)
     return RunResult(summary, fitted.history, run.path, model)

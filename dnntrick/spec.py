@@ -196,12 +196,23 @@ class EarlyStoppingSpec(StrictModel):
     restore_best: bool = Field(True, description="end with the best epoch's weights")
 
 
+class DiagnosticsSpec(StrictModel):
+    every: PositiveInt = Field(
+        100,
+        description="record per-layer statistics at training steps 0, every, 2·every, ... "
+        "(steps counted over the whole run, one step = one optimizer update)",
+    )
+
+
 class TrainSpec(StrictModel):
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 32
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     early_stopping: EarlyStoppingSpec | None = None
     eval_batch_size: PositiveInt = Field(10_000, description="batch size for evaluation only")
+    diagnostics: DiagnosticsSpec | None = Field(
+        None, description="per-layer statistics into metrics.jsonl; null = off (no hooks)"
+    )
 
 
 class Spec(StrictModel):
