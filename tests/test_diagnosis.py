@@ -26,7 +26,7 @@ def _layers(ratios, out_grads=None, stds=None, dead=None, saturated=None) -> lis
             out_grad=out_grads[i],
             dead=(dead or {}).get(i),
             saturated=(saturated or {}).get(i),
-        )  # fmt: skip
+        )
         for i, r in enumerate(ratios)
     ]
     layers.append(LayerStats("outputs", 10, "other", mean=0.0, std=1.0, grad=1.0, ratio=1.0,
