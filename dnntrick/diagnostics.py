@@ -266,7 +266,8 @@ class Recorder:
             result[when] |= diagnosis.to_json()
             colour = "green" if diagnosis.verdict == "healthy" else "red"
             reporter.message(
-                f"[bold]diagnostics[/] {when} recorded step: [{colour}]{diagnosis.verdict}[/]"
+                f"[bold]diagnostics[/] at step {result[when]['step']} ({when} recorded): "
+                f"[{colour}]{diagnosis.verdict}[/]"
             )
             for finding in diagnosis.findings:
                 reporter.message(f"  {finding.kind}: {finding.summary}")
