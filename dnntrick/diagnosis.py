@@ -76,6 +76,10 @@ class Context:
     depth: int = 2
     fan_in: int = 784  # a typical hidden block's fan-in (the middle one's)
     standardize: bool = False
+    norm: str | None = None  # batch norm placement ("before"/"after" the activation) or None
+    dropout: str | None = None  # "dropout" or "alpha" when some dropout rate is > 0
+    penalty: bool = False  # ℓ1 or ℓ2 on the weights
+    clip: str | None = None  # e.g. "global_norm 1", when gradients are clipped
 
     @classmethod
     def from_spec(cls, spec: Spec) -> Context:
@@ -92,6 +96,12 @@ class Context:
             depth=len(model.hidden),
             fan_in=([784, *model.hidden][len(model.hidden) // 2]),
             standardize=spec.data.standardize,
+            norm=model.norm.placement if model.norm else None,
+            dropout=model.dropout.name
+            if model.dropout and max(model.dropout.rate, model.dropout.inputs) > 0
+            else None,
+            penalty=spec.train.l1 > 0 or spec.train.l2 > 0,
+            clip=f"{spec.train.clip.by} {spec.train.clip.threshold:g}" if spec.train.clip else None,
         )
 
     @property
@@ -260,6 +270,16 @@ def _vanish_cause(ctx: Context) -> tuple[str, str]:
 
 
 def _explode_cause(ctx: Context) -> tuple[str, str]:
+    cause, remedy = _explode_reason(ctx)
+    if ctx.clip:
+        remedy = (
+            f"clipping is on (train.clip: {ctx.clip}): it bounds each step, so training need "
+            f"not diverge, but the gradients it clips still explode; to fix the cause: {remedy}"
+        )
+    return cause, remedy
+
+
+def _explode_reason(ctx: Context) -> tuple[str, str]:
     if (mismatch := _init_mismatch(ctx)) is not None:
         return mismatch
     return (
@@ -314,6 +334,21 @@ def spec_notes(ctx: Context) -> list[Finding]:
                 "SELU without LeCun init or without standardized inputs: self-normalization "
                 "does not hold",
                 "use init: lecun_normal and data.standardize: true (seed §2c)",
+            )
+        )
+    if ctx.family == "selu" and (ctx.dropout == "dropout" or ctx.penalty):
+        used = " and ".join(
+            text
+            for text, on in (("dropout", ctx.dropout == "dropout"), ("ℓ1/ℓ2", ctx.penalty))
+            if on
+        )
+        notes.append(
+            Finding(
+                "note",
+                f"SELU with ordinary {used}",
+                "ordinary dropout or ℓ1/ℓ2 with SELU breaks self-normalization",
+                "use alpha dropout (model.dropout: {name: alpha}) and max-norm rather than "
+                "ℓ1/ℓ2 (seed §9)",
             )
         )
     if ctx.family == "relu" and ctx.depth >= DEEP and ctx.init.startswith("glorot"):

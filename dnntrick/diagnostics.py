@@ -1,12 +1,14 @@
 """Per-layer statistics of an MLP, collected by hooks on its Dense blocks.
 
-For each block, in depth order (hidden1 … outputs), on one batch:
-  mean, std   of the block's output a, over the batch and the units
+For each block, in depth order (hidden1 … outputs), on one batch, a being the output of the
+block's activation (before any dropout, and before batch norm when BN comes after it; for the
+outputs block, the logits):
+  mean, std   of a, over the batch and the units
   dead        ReLU family only: fraction of units never positive on the batch
   saturated   sigmoid/tanh only: fraction of outputs within 1% of the range's ends
               (sigmoid < 0.01 or > 0.99, tanh |a| > 0.98), where the slope is < 4% of its peak
   grad        ‖∂L/∂W‖ (Frobenius) of the block's weight, as backward left it (before any clipping)
-  out_grad    ‖∂L/∂a‖: the gradient backpropagated to the block's output
+  out_grad    ‖∂L/∂a‖: the gradient backpropagated to a
   update      ‖ΔW‖ / ‖W‖ over one optimizer step (training only)
   ratio       grad / the outputs layer's grad (computed when the numbers are read)
 
@@ -43,7 +45,8 @@ FAMILY_BY_CLASS = {entry.torch_class: entry.family for entry in ACTIVATIONS.valu
 @dataclass
 class Block:
     name: str
-    module: nn.Linear
+    module: nn.Linear  # holds the weight
+    at: nn.Module  # the child whose output is measured: the activation (Identity when none)
     kind: str  # "relu" (dead units counted), "saturating" (saturation counted) or "other"
     limits: tuple[float, float] | None = None
 
@@ -54,10 +57,12 @@ def blocks(model: nn.Module) -> list[Block]:
     for name, module in model.named_children():
         if not isinstance(module, nn.Linear):
             continue
-        act = type(getattr(module, "act", nn.Identity())).__name__
+        at = getattr(module, "act", None)
+        at = at if isinstance(at, nn.Module) else module
+        act = type(at).__name__
         family = FAMILY_BY_CLASS.get(act)
         kind = "relu" if family == "relu" else "saturating" if act in RANGES else "other"
-        found.append(Block(name, module, kind, RANGES.get(act)))
+        found.append(Block(name, module, at, kind, RANGES.get(act)))
     return found
 
 
@@ -92,7 +97,7 @@ class Collector:
         self.rows = torch.full((len(self.layers), len(FIELDS)), math.nan, device=device)
         self.seen = set()
         for i, block in enumerate(self.layers):
-            self.handles.append(block.module.register_forward_hook(self._forward(i, block)))
+            self.handles.append(block.at.register_forward_hook(self._forward(i, block)))
             weight = block.module.weight
             if weight.requires_grad:
                 self.handles.append(weight.register_post_accumulate_grad_hook(self._grad(i)))

@@ -1,6 +1,7 @@
 """The training loop: one plain function whose order reads top to bottom.
 
-Per step: slice a batch → forward → loss → backward → optimizer step → add to running sums.
+Per step: slice a batch → forward → loss (+ ℓ1/ℓ2 penalty) → backward → clip → optimizer step →
+max-norm → add to running sums (the tricks themselves live in regularization.py).
 Per epoch: evaluate on the validation split, record a metrics row, check early stopping.
 The running sums stay on the device and are read once per epoch (plus a throttled read for the
 progress bar, at most a few times a second): no host-device sync per step.
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dnntrick.data import Splits
+from dnntrick.regularization import StepTricks
 from dnntrick.report import Reporter
 from dnntrick.spec import EarlyStoppingSpec, TrainSpec
 
@@ -94,6 +96,7 @@ def fit(
     n, bs, device = len(x), spec.batch_size, x.device
     steps = (n + bs - 1) // bs  # the last, smaller batch is kept (PyTorch/Keras convention)
     stopper = EarlyStopping(spec.early_stopping)
+    tricks = StepTricks(model, spec)
     result = FitResult()
     model.train()
     for epoch in range(1, spec.epochs + 1):
@@ -109,10 +112,12 @@ def fit(
             idx = order[step * bs : (step + 1) * bs]
             xb, yb = x[idx], y[idx]
             logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
+            loss = tricks.add_penalty(F.cross_entropy(logits, yb))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            tricks.clip_gradients()  # also adds the pre-clip global norm to device sums
             optimizer.step()
+            tricks.apply_max_norm()
             loss_sum += loss.detach() * len(idx)
             correct += (logits.detach().argmax(dim=1) == yb).sum()
             if (now := time.perf_counter()) >= next_report:  # throttled: this reads the device
@@ -131,6 +136,7 @@ def fit(
             model, data.x_val, data.y_val, spec.eval_batch_size
         )
         row["lr"] = lr
+        row.update(tricks.epoch_metrics())
         row["seconds"] = time.perf_counter() - t0
         result.history.append(row)
         on_epoch_end(row)

@@ -100,6 +100,12 @@ class ConsoleReporter(Reporter):
         table.add_column()
         table.add_row("test accuracy", f"[bold green]{_num(summary['test_accuracy'], '.4f')}[/]")
         table.add_row("test loss", _num(summary["test_loss"], ".4f"))
+        if "mc_test_accuracy" in summary:
+            table.add_row(
+                f"MC dropout ×{summary['mc_dropout_samples']}",
+                f"[bold green]{_num(summary['mc_test_accuracy'], '.4f')}[/] test accuracy, "
+                f"{_num(summary['mc_test_loss'], '.4f')} loss",
+            )
         table.add_row(
             "best val accuracy",
             f"{_num(summary['best_val_accuracy'], '.4f')} (best epoch {summary['best_epoch']})",

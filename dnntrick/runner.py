@@ -20,6 +20,7 @@ from dnntrick.errors import UsageError
 from dnntrick.loop import evaluate, fit
 from dnntrick.model import build_model, count_parameters
 from dnntrick.optimizers import build_optimizer
+from dnntrick.regularization import describe, mc_evaluate
 from dnntrick.report import Reporter
 from dnntrick.rundir import RunDir, git_sha, make_run_dir, versions
 from dnntrick.spec import Spec, default_init
@@ -71,6 +72,7 @@ def run_spec(
     run = RunDir(make_run_dir(out, spec.name))
     run.write_spec(dump_spec(spec), source, overrides)
     parameters = count_parameters(model)
+    tricks = describe(spec)
     reporter.start(
         spec.name,
         {
@@ -80,6 +82,7 @@ def run_spec(
             "optimizer": f"{spec.train.optimizer.name} lr {spec.train.optimizer.lr:g}",
             "device": str(device),
             "parameters": f"{parameters:,}",
+            **({"tricks": tricks} if tricks else {}),
         },
     )
 
@@ -91,6 +94,7 @@ def run_spec(
         run.append_metrics(row)
 
     fitted = fit(model, optimizer, data, spec.train, generator, reporter, on_epoch_end=record)
+    diagnosis = recorder.finish(spec, reporter) if recorder is not None else None  # unhooks
     test_loss, test_accuracy = evaluate(model, data.x_test, data.y_test, spec.train.eval_batch_size)
     run.save_weights(model.state_dict(), metadata={"name": spec.name})
     summary = {
@@ -114,8 +118,18 @@ def run_spec(
         "overrides": overrides,
         "run_dir": str(run.path),
     }
-    if recorder is not None:
-        summary["diagnosis"] = recorder.finish(spec, reporter)
+    if spec.train.mc_dropout:  # the same weights, the softmax averaged over dropout samples
+        summary["mc_dropout_samples"] = spec.train.mc_dropout.samples
+        summary["mc_test_loss"], summary["mc_test_accuracy"] = mc_evaluate(
+            model,
+            data.x_test,
+            data.y_test,
+            spec.train.eval_batch_size,
+            spec.train.mc_dropout.samples,
+            seed=spec.seed,
+        )
+    if diagnosis is not None:
+        summary["diagnosis"] = diagnosis
     run.write_summary(summary)
     reporter.finish(summary)
     return RunResult(summary, fitted.history, run.path, model)

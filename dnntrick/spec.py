@@ -144,6 +144,60 @@ class InitSpec(StrictModel):
         return self
 
 
+class NormSpec(StrictModel):
+    """Batch normalization inside each hidden Dense block (and optionally the input/logits)."""
+
+    name: Literal["batch"] = "batch"
+    placement: Literal["before", "after"] = Field(
+        "before",
+        description="BN before the activation (the seed, Ioffe & Szegedy) or after it (Keras's "
+        "2nd-edition default stack)",
+    )
+    input: bool = Field(False, description="also normalize the inputs (a BN block named inputs)")
+    logits: bool = Field(False, description="also normalize the logits (the seed does)")
+    momentum: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="PyTorch convention: weight of the NEW batch in the running averages. "
+        "TF1's momentum 0.9 = 0.1 here; Keras's 0.99 = 0.01",
+    )
+    eps: PositiveFloat = Field(
+        1e-5, description="added to the variance: PyTorch 1e-5; TF1 and Keras 1e-3"
+    )
+    dense_bias: bool = Field(
+        False,
+        description="keep the bias of a Dense layer that feeds a BN (placement before, and the "
+        "logits): BN's shift makes it redundant (Keras use_bias=False); tf.layers.dense kept it",
+    )
+
+    _to_mapping = model_validator(mode="before")(_name_to_mapping)
+
+
+class DropoutSpec(StrictModel):
+    """Dropout after each hidden layer (and on the inputs); active only in training."""
+
+    name: Literal["dropout", "alpha"] = Field(
+        "dropout",
+        description="dropout: zero units, scale the rest by 1/(1-rate) (TF/Keras/PyTorch alike); "
+        "alpha: AlphaDropout, keeps SELU activations' mean 0 and variance 1",
+    )
+    rate: float = Field(..., ge=0, lt=1, description="fraction dropped after each hidden layer")
+    input_rate: float | None = Field(
+        None, ge=0, lt=1, description="fraction of the inputs dropped; null = rate, 0 = none"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rate(cls, value: Any) -> Any:
+        """Let `dropout: 0.5` stand for `dropout: {rate: 0.5}`."""
+        return {"rate": value} if isinstance(value, int | float) else _name_to_mapping(value)
+
+    @property
+    def inputs(self) -> float:
+        return self.rate if self.input_rate is None else self.input_rate
+
+
 class ModelSpec(StrictModel):
     hidden: list[PositiveInt] = Field(
         default_factory=lambda: [300, 100],
@@ -151,6 +205,8 @@ class ModelSpec(StrictModel):
     )
     activation: ActivationSpec = Field(default_factory=lambda: ActivationSpec(name="relu"))
     init: InitSpec = Field(default_factory=InitSpec)
+    norm: NormSpec | None = Field(None, description="batch normalization; null = none")
+    dropout: DropoutSpec | None = Field(None, description="dropout; null = none")
 
 
 OPTIMIZER_FIELDS = ("momentum", "beta1", "beta2", "eps", "weight_decay", "amsgrad")
@@ -196,6 +252,38 @@ class EarlyStoppingSpec(StrictModel):
     restore_best: bool = Field(True, description="end with the best epoch's weights")
 
 
+class ClipSpec(StrictModel):
+    by: Literal["value", "norm", "global_norm"] = Field(
+        ...,
+        description="value: each gradient entry into ±threshold (TF clip_by_value, Keras "
+        "clipvalue); norm: each tensor's L2 norm ≤ threshold (Keras clipnorm); global_norm: "
+        "all gradients together (TF clip_by_global_norm, Keras global_clipnorm, PyTorch "
+        "clip_grad_norm_)",
+    )
+    threshold: PositiveFloat
+
+
+class MaxNormSpec(StrictModel):
+    max_value: PositiveFloat = Field(
+        ...,
+        description="cap on each neuron's incoming weight vector (a row of nn.Linear.weight, "
+        "Keras MaxNorm axis=0), applied after every step",
+    )
+    outputs: bool = Field(False, description="also cap the output layer's rows")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _value(cls, value: Any) -> Any:
+        """Let `max_norm: 1.0` stand for `max_norm: {max_value: 1.0}`."""
+        return {"max_value": value} if isinstance(value, int | float) else value
+
+
+class MCDropoutSpec(StrictModel):
+    samples: PositiveInt = Field(
+        100, description="stochastic test passes averaged (dropout on, BN running statistics)"
+    )
+
+
 class DiagnosticsSpec(StrictModel):
     every: PositiveInt = Field(
         100,
@@ -210,6 +298,20 @@ class TrainSpec(StrictModel):
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     early_stopping: EarlyStoppingSpec | None = None
     eval_batch_size: PositiveInt = Field(10_000, description="batch size for evaluation only")
+    l1: NonNegativeFloat = Field(
+        0.0, description="adds l1·Σ|w| over every Dense weight (no biases, no BN) to the loss"
+    )
+    l2: NonNegativeFloat = Field(
+        0.0,
+        description="adds l2·Σw² over every Dense weight to the loss: Keras l2(λ) convention; TF1 "
+        "l2_regularizer(s) is (s/2)·Σw²; an optimizer's coupled weight_decay wd is l2 = wd/2 on "
+        "all parameters. Not decoupled weight decay (optimizer.weight_decay with adamw)",
+    )
+    clip: ClipSpec | None = Field(None, description="gradient clipping; null = none")
+    max_norm: MaxNormSpec | None = Field(None, description="max-norm constraint; null = none")
+    mc_dropout: MCDropoutSpec | None = Field(
+        None, description="also report the MC-dropout test accuracy (needs model.dropout)"
+    )
     diagnostics: DiagnosticsSpec | None = Field(
         None, description="per-layer statistics into metrics.jsonl; null = off (no hooks)"
     )
@@ -236,6 +338,16 @@ class Spec(StrictModel):
                 "(choices: auto, cpu, cuda, cuda:N)"
             )
         return value
+
+    @model_validator(mode="after")
+    def _mc_dropout_needs_dropout(self) -> Spec:
+        dropout = self.model.dropout
+        if self.train.mc_dropout and not (dropout and (dropout.rate or dropout.inputs)):
+            raise ValueError(
+                "train.mc_dropout needs dropout to sample: set model.dropout (e.g. {rate: 0.2}) "
+                "or remove train.mc_dropout"
+            )
+        return self
 
 
 def default_init(spec: ModelSpec) -> str:

@@ -23,6 +23,23 @@ def test_there_are_experiments():
         "mnist/selu.yaml",
         "mnist/leaky_relu.yaml",
         "mnist/elu.yaml",
+        # the model and regularization tricks
+        *(
+            f"{n}.yaml"
+            for n in (
+                "batch_norm",
+                "batch_norm_before",
+                "clipping",
+                "l1",
+                "dropout",
+                "alpha_dropout",
+                "mc_dropout",
+                "max_norm",
+                "selu_100",
+                "relu_100",
+            )
+        ),
+        *(f"mnist/{n}.yaml" for n in ("batch_norm", "clipping", "l1", "dropout", "max_norm")),
     } <= names
 
 

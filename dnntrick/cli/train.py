@@ -45,9 +45,11 @@ def train(
     if as_json:
         typer.echo(json.dumps(result.summary, indent=2))
     elif quiet:
+        mc = result.summary.get("mc_test_accuracy")
         typer.echo(
             f"{resolved.name}: test_accuracy={result.summary['test_accuracy']:.4f} "
-            f"run_dir={result.run_dir}"
+            + (f"mc_test_accuracy={mc:.4f} " if mc is not None else "")
+            + f"run_dir={result.run_dir}"
         )
 
 

@@ -1,0 +1,157 @@
+"""The tricks the training loop applies around each step, and MC-dropout evaluation.
+
+A step runs: forward → loss + ℓ1/ℓ2 penalty → backward → clip gradients → optimizer step →
+max-norm. `StepTricks` holds what those hooks need (which tensors, the spec) and the epoch's
+pre-clip gradient-norm sums, which stay on the device until `epoch_metrics()` reads them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from dnntrick.spec import ClipSpec, Spec, TrainSpec
+
+
+def dense_weights(model: nn.Module, outputs: bool = True) -> list[torch.Tensor]:
+    """The weight matrices of the Dense layers (no biases, no BN): what ℓ1/ℓ2 and max-norm see."""
+    return [
+        module.weight
+        for name, module in model.named_children()
+        if isinstance(module, nn.Linear) and (outputs or name != "outputs")
+    ]
+
+
+def penalty(weights: list[torch.Tensor], l1: float, l2: float) -> torch.Tensor:
+    """l1·Σ|w| + l2·Σw² over `weights` (a 0-d tensor)."""
+    total = torch.zeros((), device=weights[0].device)
+    for w in weights:
+        if l1:
+            total = total + l1 * w.abs().sum()
+        if l2:
+            total = total + l2 * w.square().sum()
+    return total
+
+
+def clip_gradients(params: list[nn.Parameter], spec: ClipSpec) -> torch.Tensor:
+    """Clip the gradients of `params` in place; return their global L2 norm BEFORE clipping
+    (a 0-d device tensor: reading it is left to the caller, once per epoch)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    total = torch.nn.utils.get_total_norm(grads)
+    if spec.by == "value":
+        torch.nn.utils.clip_grad_value_(params, spec.threshold)
+    elif spec.by == "norm":  # each tensor on its own, as Keras clipnorm
+        for g in grads:
+            g.mul_(torch.clamp(spec.threshold / (torch.linalg.vector_norm(g) + 1e-6), max=1.0))
+    else:
+        torch.nn.utils.clip_grads_with_norm_(params, spec.threshold, total)
+    return total
+
+
+@torch.no_grad()
+def apply_max_norm(weights: list[torch.Tensor], max_value: float) -> None:
+    """Scale each row of each [out, in] weight (a neuron's incoming weights) to norm ≤ max_value."""
+    for w in weights:
+        w.copy_(torch.renorm(w, 2, 0, max_value))
+
+
+class StepTricks:
+    """The spec's penalty, clipping and max-norm, bound to one model for one training run."""
+
+    def __init__(self, model: nn.Module, spec: TrainSpec):
+        self.spec = spec
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.penalized = dense_weights(model) if spec.l1 or spec.l2 else []
+        self.capped = (
+            dense_weights(model, outputs=spec.max_norm.outputs) if spec.max_norm is not None else []
+        )
+        device = self.params[0].device if self.params else torch.device("cpu")
+        self.norm_sum = torch.zeros((), device=device)
+        self.norm_max = torch.zeros((), device=device)
+        self.steps = 0
+
+    def add_penalty(self, loss: torch.Tensor) -> torch.Tensor:
+        if not self.penalized:
+            return loss
+        return loss + penalty(self.penalized, self.spec.l1, self.spec.l2)
+
+    def clip_gradients(self) -> None:
+        if self.spec.clip is None:
+            return
+        total = clip_gradients(self.params, self.spec.clip)
+        self.norm_sum += total
+        torch.maximum(self.norm_max, total, out=self.norm_max)
+        self.steps += 1
+
+    def apply_max_norm(self) -> None:
+        if self.spec.max_norm is not None:
+            apply_max_norm(self.capped, self.spec.max_norm.max_value)
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """The epoch's pre-clip global gradient norm (mean, max) when clipping; then reset."""
+        if self.spec.clip is None or not self.steps:
+            return {}
+        row = {
+            "grad_norm_mean": self.norm_sum.item() / self.steps,
+            "grad_norm_max": self.norm_max.item(),
+        }
+        self.norm_sum.zero_()
+        self.norm_max.zero_()
+        self.steps = 0
+        return row
+
+
+@torch.no_grad()
+def mc_evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    samples: int,
+    seed: int,
+) -> tuple[float, float]:
+    """(loss, accuracy) of the softmax averaged over `samples` passes with dropout active and
+    everything else (BN) in eval mode. The dropout masks come from `seed` alone."""
+    was_training = model.training
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, nn.Dropout | nn.AlphaDropout):
+            module.train()
+    devices = [x.device] if x.device.type == "cuda" else []
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    with torch.random.fork_rng(devices=devices):  # leaves the training RNG stream untouched
+        torch.manual_seed(seed)
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            probs = torch.softmax(model(xb).float(), dim=1)  # [B, classes]
+            for _ in range(samples - 1):
+                probs += torch.softmax(model(xb).float(), dim=1)
+            probs /= samples
+            loss_sum += -torch.log(probs.gather(1, yb[:, None]).clamp_min(1e-12)).sum()
+            correct += (probs.argmax(dim=1) == yb).sum()
+    model.train(was_training)
+    return loss_sum.item() / len(x), correct.item() / len(x)  # one sync per evaluation
+
+
+def describe(spec: Spec) -> str:
+    """A short line naming the tricks a spec turns on ('' when none), for the run's header."""
+    parts: list[str] = []
+    model, train = spec.model, spec.train
+    if model.norm:
+        where = [model.norm.placement] + [k for k in ("input", "logits") if getattr(model.norm, k)]
+        parts.append(f"bn ({', '.join(where)}, momentum {model.norm.momentum:g})")
+    if model.dropout:
+        kind = "alpha dropout" if model.dropout.name == "alpha" else "dropout"
+        parts.append(f"{kind} {model.dropout.rate:g} (inputs {model.dropout.inputs:g})")
+    penalties: dict[str, Any] = {"l1": train.l1, "l2": train.l2}
+    parts += [f"{k} {v:g}" for k, v in penalties.items() if v]
+    if train.clip:
+        parts.append(f"clip {train.clip.by} {train.clip.threshold:g}")
+    if train.max_norm:
+        parts.append(f"max-norm {train.max_norm.max_value:g}")
+    if train.mc_dropout:
+        parts.append(f"mc dropout ×{train.mc_dropout.samples}")
+    return ", ".join(parts)
