@@ -32,6 +32,7 @@ VANISH_RATIO = 1e-2
 EXPLODE_RATIO = 1e2
 DEAD_FRACTION = 0.4
 SATURATED_FRACTION = 0.4
+NOT_FINITE = "a loss, activation or gradient is not finite (inf or NaN): the net diverged"
 DEEP = 5  # hidden layers from which "deep" applies to the init rules
 
 
@@ -142,6 +143,8 @@ def diagnose(layers: list[LayerStats], ctx: Context, loss: float | None = None) 
     hidden = _hidden(layers)
     if (explode := _exploding(layers, loss)) is not None:
         findings.append(Finding("exploding", explode, *_explode_cause(ctx)))
+        if explode == NOT_FINITE:  # dead/saturated counts of NaNs mean nothing
+            return Diagnosis("exploding", findings, spec_notes(ctx))
     elif (vanish := _vanishing(layers)) is not None:
         findings.append(Finding("vanishing", vanish, *_vanish_cause(ctx)))
     dead = [s for s in hidden if s.dead is not None and s.dead >= DEAD_FRACTION]
@@ -179,7 +182,7 @@ def _spread(hidden: list[LayerStats]) -> float | None:
 
 def _exploding(layers: list[LayerStats], loss: float | None) -> str | None:
     if not _finite(layers) or (loss is not None and not math.isfinite(loss)):
-        return "a loss, activation or gradient is not finite (inf or NaN)"
+        return NOT_FINITE
     hidden = _hidden(layers)
     w = max(hidden, key=lambda s: s.ratio or 0.0, default=None)
     if w is not None and w.ratio is not None and w.ratio > EXPLODE_RATIO:

@@ -66,27 +66,29 @@ def blocks(model: nn.Module) -> list[Block]:
     return found
 
 
-def _activation_stats(block: Block, a: torch.Tensor, row: torch.Tensor) -> None:
-    """Fill row[mean, std, dead, saturated] from a block's output a [B, units]; no host sync."""
+def _activation_stats(block: Block, a: torch.Tensor) -> dict[str, torch.Tensor]:
+    """mean, std, dead, saturated (those that apply) of a block's output a [B, units]."""
     a = a.detach().float()
-    row[COL["mean"]] = a.mean()
-    row[COL["std"]] = a.std() if a.numel() > 1 else 0.0
+    stats = {"mean": a.mean(), "std": a.std() if a.numel() > 1 else a.new_zeros(())}
     if block.kind == "relu":
-        row[COL["dead"]] = 1.0 - (a > 0).any(dim=0).float().mean()
+        stats["dead"] = 1.0 - (a > 0).any(dim=0).float().mean()
     if block.limits is not None:
         lo, hi = block.limits
         margin = SATURATION_MARGIN * (hi - lo)
-        row[COL["saturated"]] = ((a < lo + margin) | (a > hi - margin)).float().mean()
+        stats["saturated"] = ((a < lo + margin) | (a > hi - margin)).float().mean()
+    return stats
 
 
 @dataclass
 class Collector:
     """The hooks of one measurement: arm() before a forward pass, rows hold the numbers after
-    backward. rows: [n_blocks, len(FIELDS)] on the device, NaN where a number does not apply."""
+    backward. rows: [n_blocks, len(FIELDS)] on the device; `filled` marks the numbers that were
+    measured (a NaN in a filled cell is a real NaN: the net diverged)."""
 
     layers: list[Block]
     samples: int = 0  # keep up to this many output values per block (for the plot)
     rows: torch.Tensor | None = None
+    filled: torch.Tensor | None = None
     kept: dict[str, torch.Tensor] = field(default_factory=dict)
     before: dict[str, torch.Tensor] = field(default_factory=dict)  # W before the step
     handles: list[Any] = field(default_factory=list)
@@ -95,6 +97,7 @@ class Collector:
     def arm(self, snapshot_weights: bool = False) -> None:
         device = self.layers[0].module.weight.device
         self.rows = torch.full((len(self.layers), len(FIELDS)), math.nan, device=device)
+        self.filled = torch.zeros(self.rows.shape, dtype=torch.bool, device=device)
         self.seen = set()
         for i, block in enumerate(self.layers):
             self.handles.append(block.at.register_forward_hook(self._forward(i, block)))
@@ -110,39 +113,47 @@ class Collector:
             if not module.training or torch.is_inference_mode_enabled() or block.name in self.seen:
                 return
             self.seen.add(block.name)
-            assert self.rows is not None
-            _activation_stats(block, output, self.rows[i])
+            for name, value in _activation_stats(block, output).items():
+                self.put(i, name, value)
             if self.samples:
                 flat = output.detach().float().flatten()
                 step = max(1, len(flat) // self.samples)
                 self.kept[block.name] = flat[::step][: self.samples].cpu()
             if output.requires_grad:
-                output.register_hook(self._out_grad(self.rows, i))
+                output.register_hook(self._out_grad(i))
 
         return hook
 
-    @staticmethod
-    def _out_grad(rows: torch.Tensor, i: int) -> Any:
+    def put(self, i: int, name: str, value: torch.Tensor) -> None:
+        """Store one number on the device (no host sync)."""
+        assert self.rows is not None and self.filled is not None
+        self.rows[i, COL[name]] = value
+        self.filled[i, COL[name]] = True
+
+    def _out_grad(self, i: int) -> Any:
+        rows, filled = self.rows, self.filled  # this measurement's, even if re-armed meanwhile
+
         def hook(grad: torch.Tensor) -> None:  # returns None: the gradient passes unchanged
+            assert rows is not None and filled is not None
             rows[i, COL["out_grad"]] = grad.detach().float().norm()
+            filled[i, COL["out_grad"]] = True
 
         return hook
 
     def _grad(self, i: int) -> Any:
         def hook(weight: torch.Tensor) -> None:
-            assert self.rows is not None and weight.grad is not None
-            self.rows[i, COL["grad"]] = weight.grad.detach().float().norm()
+            assert weight.grad is not None
+            self.put(i, "grad", weight.grad.detach().float().norm())
 
         return hook
 
     def measure_updates(self) -> None:
         """Fill the update column from the weights saved by arm(snapshot_weights=True)."""
-        assert self.rows is not None
         for i, block in enumerate(self.layers):
             old = self.before.pop(block.name, None)
             if old is not None:
                 delta = (block.module.weight.detach() - old).norm()
-                self.rows[i, COL["update"]] = delta / old.norm().clamp_min(1e-12)
+                self.put(i, "update", delta / old.norm().clamp_min(1e-12))
 
     def disarm(self) -> None:
         for handle in self.handles:
@@ -150,14 +161,18 @@ class Collector:
         self.handles.clear()
 
 
-def to_stats(layers: list[Block], rows: list[list[float]]) -> list[LayerStats]:
-    """LayerStats for each block from one measurement's rows (already on the host)."""
-    last = rows[-1][COL["grad"]]
+def to_stats(
+    layers: list[Block], rows: list[list[float]], filled: list[list[bool]]
+) -> list[LayerStats]:
+    """LayerStats for each block from one measurement's rows and filled marks (on the host)."""
+    last = rows[-1][COL["grad"]] if filled[-1][COL["grad"]] else None
     stats = []
-    for block, row in zip(layers, rows, strict=True):
-        values = {name: (None if math.isnan(row[j]) else row[j]) for name, j in COL.items()}
+    for block, row, marks in zip(layers, rows, filled, strict=True):
+        values = {name: (row[j] if marks[j] else None) for name, j in COL.items()}
         grad = values["grad"]
-        ratio = grad / last if grad is not None and last and not math.isnan(last) else None
+        ratio = None
+        if grad is not None and last is not None:
+            ratio = grad / last if last else math.inf if grad else math.nan
         stats.append(
             LayerStats(
                 layer=block.name,
@@ -193,10 +208,10 @@ def probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, samples: int = 20_
         collector.disarm()
         model.zero_grad(set_to_none=True)
         model.train(was_training)
-    assert collector.rows is not None
-    rows = collector.rows.cpu().tolist()
+    assert collector.rows is not None and collector.filled is not None
+    rows, filled = collector.rows.cpu().tolist(), collector.filled.cpu().tolist()
     kept = {name: values.numpy() for name, values in collector.kept.items()}
-    return Probe(to_stats(layers, rows), float(loss.detach()), kept)
+    return Probe(to_stats(layers, rows, filled), float(loss.detach()), kept)
 
 
 class Recorder:
@@ -212,7 +227,7 @@ class Recorder:
         self.every = every
         self.step = 0
         self.collector = Collector(self.layers)
-        self.pending: list[tuple[int, torch.Tensor]] = []  # (step, rows on the device)
+        self.pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # step, rows, filled
         self.first: list[LayerStats] | None = None
         self.last: list[LayerStats] | None = None
         self.first_step = self.last_step = 0
@@ -225,8 +240,8 @@ class Recorder:
         if self.collector.handles:  # this step was being recorded
             self.collector.measure_updates()
             self.collector.disarm()
-            assert self.collector.rows is not None
-            self.pending.append((self.step, self.collector.rows))
+            assert self.collector.rows is not None and self.collector.filled is not None
+            self.pending.append((self.step, self.collector.rows, self.collector.filled))
         self.step += 1
         if self.step % self.every == 0:
             self.collector.arm(snapshot_weights=True)
@@ -242,12 +257,13 @@ class Recorder:
         """The snapshots recorded since the last flush, as JSON-ready dicts (one host read)."""
         if not self.pending:
             return []
-        steps = [step for step, _ in self.pending]
-        values = torch.stack([rows for _, rows in self.pending]).cpu().tolist()
+        steps = [step for step, _, _ in self.pending]
+        values = torch.stack([rows for _, rows, _ in self.pending]).cpu().tolist()
+        marks = torch.stack([filled for _, _, filled in self.pending]).cpu().tolist()
         self.pending.clear()
         snapshots = []
-        for step, rows in zip(steps, values, strict=True):
-            stats = to_stats(self.layers, rows)
+        for step, rows, filled in zip(steps, values, marks, strict=True):
+            stats = to_stats(self.layers, rows, filled)
             if self.first is None:
                 self.first, self.first_step = stats, step
             self.last, self.last_step = stats, step

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dnntrick.config import load_spec, validate
-from dnntrick.diagnosis import Context, LayerStats, diagnose
+from dnntrick.diagnosis import Context, LayerStats, diagnose, spec_notes
 from dnntrick.diagnostics import probe_spec
 from tests.conftest import REPO
 
@@ -90,6 +90,21 @@ def test_causes_and_notes_follow_the_spec():
     assert "self-normalization does not hold" in note.cause
     ok = Context(activation="selu", family="selu", init="lecun_normal", standardize=True)
     assert not diagnose(_layers([1.0] * 4), ok).notes
+    for bad in ({"dropout": "dropout"}, {"penalty": True}):
+        ctx = Context(activation="selu", family="selu", init="lecun_normal", standardize=True,
+                      **bad)  # type: ignore[arg-type]  # fmt: skip
+        (note,) = diagnose(_layers([1.0] * 4), ctx).notes
+        assert note.cause == "ordinary dropout or ℓ1/ℓ2 with SELU breaks self-normalization"
+    alpha = Context(activation="selu", family="selu", init="lecun_normal", standardize=True,
+                    dropout="alpha")  # fmt: skip
+    assert not diagnose(_layers([1.0] * 4), alpha).notes
+
+
+def test_a_diverged_net_is_exploding_and_nothing_else():
+    layers = _layers([1.0] * 4, dead={0: 1.0})
+    layers[1].grad = float("nan")
+    d = diagnose(layers, CTX)
+    assert d.verdict == "exploding" and "diverged" in d.findings[0].summary
 
 
 def _verdict(spec) -> tuple[str, list]:
@@ -107,6 +122,10 @@ def _verdict(spec) -> tuple[str, list]:
         ("exploding", "exploding"),
         ("exploding_he", "healthy"),
         ("saturation", "saturation"),
+        ("vanishing_bn", "healthy"),  # batch norm fixes the vanishing net
+        ("exploding_clip", "exploding"),  # clipping bounds the steps, not the gradients
+        ("selu_100", "healthy"),
+        ("relu_100", "dying units"),
     ],
 )
 def test_experiment_verdicts_on_fashion_mnist(experiment, verdict, fashion_root):
@@ -115,23 +134,22 @@ def test_experiment_verdicts_on_fashion_mnist(experiment, verdict, fashion_root)
     assert got == verdict, [f.summary for f in findings]
     if verdict == "vanishing":
         assert findings[0].summary.startswith("from hidden")
+    if experiment == "exploding_clip":
+        assert findings[0].remedy.startswith("clipping is on (train.clip: global_norm 1)")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("activation", "init", "verdict"),
-    [("selu", "lecun_normal", "healthy"), ("relu", "he_normal", "dying units")],
-)
-def test_the_books_100_layer_nets(activation, init, verdict, fashion_root):
-    spec = validate(
-        {
-            "name": f"{activation}_100",
-            "data": {"root": str(fashion_root), "standardize": True},
-            "model": {"hidden": [100] * 100, "activation": activation, "init": init},
-        },
-        "test",
-    )
-    assert _verdict(spec)[0] == verdict
+def test_ordinary_dropout_breaks_selu_100(fashion_root):
+    path = REPO / "experiments" / "selu_100.yaml"
+    spec = load_spec(path, [f"data.root={fashion_root}", "model.dropout=0.2"])
+    result = probe_spec(spec, 512)
+    d = diagnose(result.layers, Context.from_spec(spec), result.loss)
+    assert d.verdict == "exploding"  # without dropout: healthy (above)
+    assert [n.cause for n in d.notes] == [
+        "ordinary dropout or ℓ1/ℓ2 with SELU breaks self-normalization"
+    ]
+    alpha = load_spec(path, [f"data.root={fashion_root}", "model.dropout={name: alpha, rate: 0.2}"])
+    assert Context.from_spec(alpha).dropout == "alpha" and not spec_notes(Context.from_spec(alpha))
 
 
 @pytest.mark.slow

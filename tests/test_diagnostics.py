@@ -186,3 +186,21 @@ def test_compact_entries_round_trip():
     assert compact == {"mean": 0.1235, "std": 1.0, "dead": 0.25, "grad": 2e-7}
     back = LayerStats.from_compact("hidden1", compact)
     assert back.dead == 0.25 and back.saturated is None and math.isclose(back.grad or 0, 2e-7)
+
+
+def test_clipping_bounds_the_recorded_update_where_the_unclipped_run_diverges(tmp_path, tiny_root):
+    from tests.conftest import REPO
+
+    def last_snapshot(extra: list[str]):
+        path = REPO / "experiments" / "exploding.yaml"
+        overrides = [*tiny_overrides(tiny_root), "data.train_limit=500",
+                     "train.diagnostics={every: 5}", *extra]  # fmt: skip
+        result = run_spec(load_spec(path, overrides), out=tmp_path / "runs")
+        return result.history[-1]["diagnostics"][-1]["layers"], result.summary["diagnosis"]
+
+    layers, diagnosis = last_snapshot([])
+    assert math.isnan(layers["hidden1"]["grad"])  # diverged: NaN is recorded, not dropped
+    assert diagnosis["last"]["findings"][0]["summary"].endswith("the net diverged")
+    layers, diagnosis = last_snapshot(["train.clip={by: global_norm, threshold: 1.0}"])
+    assert all(0 < v["update"] < 1e-2 for v in layers.values())
+    assert diagnosis["last"]["verdict"] == "exploding"  # the raw gradients still explode
