@@ -142,23 +142,46 @@ def recorded_layers(run_dir: Path | str, which: str = "last") -> list[LayerStats
     return [LayerStats.from_compact(k, v) for k, v in chosen["layers"].items()]
 
 
-def plot_gradient_norms(ax: Axes, run_dirs: list[Path], which: str = "last") -> list[Path]:
-    """Draw ‖∂L/∂W‖ by depth for each run that recorded diagnostics (its last or first
-    snapshot) on `ax`; returns the runs left out because they recorded none."""
+def plot_gradient_norms(
+    ax: Axes, groups: list[tuple[str, list[Path]]], which: str = "last"
+) -> list[str]:
+    """Draw ‖∂L/∂W‖ by depth on `ax`, one line per (label, run directories) group: the
+    geometric mean over the group's runs of their first or last recorded step (the runs need
+    train.diagnostics). Returns the labels of the groups that recorded nothing."""
     missing = []
-    for run_dir in run_dirs:
-        layers = recorded_layers(run_dir, which)
-        if layers is None:
-            missing.append(run_dir)
+    for label, run_dirs in groups:
+        recorded = [layers for d in run_dirs if (layers := recorded_layers(d, which)) is not None]
+        if not recorded:
+            missing.append(label)
             continue
-        depth = list(range(1, len(layers) + 1))
-        grads = [s.grad if s.grad and math.isfinite(s.grad) else math.nan for s in layers]
-        ax.plot(depth, grads, "o-", ms=3, label=Path(run_dir).name)
+        names = [s.layer for s in recorded[0]]
+        means = []
+        for i in range(len(names)):
+            values = [r[i].grad for r in recorded if i < len(r)]
+            logs = [math.log(v) for v in values if v is not None and math.isfinite(v) and v > 0]
+            means.append(math.exp(sum(logs) / len(logs)) if logs else math.nan)
+        n = f" (n={len(recorded)})" if len(recorded) > 1 else ""
+        ax.plot(range(1, len(names) + 1), means, "o-", ms=3, label=f"{label}{n}")
     ax.set_yscale("log")
     ax.set_xlabel("block (hidden1 = 1, outputs last)")
     ax.set_ylabel("‖∂L/∂W‖ (log)")
     ax.set_title(f"gradient norm by depth ({which} recorded step)")
     ax.grid(which="both", alpha=0.3)
-    if len(missing) < len(run_dirs):
+    if len(missing) < len(groups):
         ax.legend(fontsize=8)
+    return missing
+
+
+def plot_gradient_comparison(
+    groups: list[tuple[str, list[Path]]], path: Path | str, title: str
+) -> list[str]:
+    """Write a two-panel PNG: gradient norms by depth at the first and the last recorded step,
+    one line per group. Returns the labels of the groups that recorded nothing."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
+    missing = plot_gradient_norms(axes[0], groups, "first")
+    plot_gradient_norms(axes[1], groups, "last")
+    fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
     return missing

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import matplotlib
+import pytest
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -76,7 +77,22 @@ def test_gradient_norms_plot_from_run_directories(tmp_path: Path, tiny_root: Pat
     assert layers is not None and [s.layer for s in layers] == ["hidden1", "hidden2", "outputs"]
     assert recorded_layers(runs[0], "first") != layers and recorded_layers(runs[1]) is None
     fig, ax = plt.subplots()
-    missing = plot_gradient_norms(ax, runs)
-    assert missing == [runs[1]] and len(ax.lines) == 1
-    assert list(ax.lines[0].get_ydata()) == [s.grad for s in layers]
+    missing = plot_gradient_norms(ax, [("on", [runs[0]]), ("off", [runs[1]])])
+    assert missing == ["off"] and len(ax.lines) == 1
+    assert list(ax.lines[0].get_ydata()) == pytest.approx([s.grad for s in layers])
     plt.close(fig)
+
+
+def test_compare_plot_gradients(cli, tiny_root: Path, tmp_path: Path):
+    text = "name: g\nmodel: {hidden: [16, 16]}\ntrain: {batch_size: 50}\n"
+    spec = write_spec(tmp_path, text)
+    png = tmp_path / "grads.png"
+    code, out, err = cli(
+        "compare", str(spec), *on_tiny(tiny_root), "train.epochs=1",
+        "train.diagnostics={every: 3}", "--seeds", "1", "--jobs", "1",
+        "--out", str(tmp_path / "runs"), "--plot-gradients", str(png),
+    )  # fmt: skip
+    assert code == 0, err
+    assert png.read_bytes()[:8] == PNG_MAGIC and "no recorded diagnostics" not in out + err
+    code, _, err = cli("compare", str(spec), "--plot-gradients", str(tmp_path / "x.jpg"))
+    assert code == 2 and "--plot-gradients" in err and "give a .png" in err

@@ -29,9 +29,9 @@ def _register() -> None:
     if _registered:
         return
     _registered = True
-    from dnntrick.cli import check, data, diagnose, train
+    from dnntrick.cli import check, compare, data, diagnose, train
 
-    for module in (train, check, diagnose):
+    for module in (train, check, compare, diagnose):
         module.register(app)
     app.add_typer(data.app, name="data")
 

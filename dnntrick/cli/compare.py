@@ -1,0 +1,262 @@
+"""`dnntrick compare`: run specs (× seeds × --vary grid) and/or read run directories, then show
+one row per variant with mean ± std over seeds and the paired difference against a baseline."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from dnntrick.cli.common import DeviceOpt, OutOpt
+from dnntrick.errors import UsageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from dnntrick.compare import Variant
+
+Inputs = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="SPEC|RUN_DIR|KEY=VALUE...",
+        help="Spec files to run, run directories (or folders of them) to read as they are, and "
+        "dotted overrides KEY=VALUE applied to every spec.",
+        show_default=False,
+    ),
+]
+
+
+def compare(
+    inputs: Inputs = None,
+    seeds: Annotated[
+        int,
+        typer.Option("--seeds", min=1, help="Runs per spec variant, with seeds s0, s0+1, …"),
+    ] = 3,
+    vary: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--vary",
+            metavar="KEY=V1,V2,...",
+            help="One variant per value; several --vary make a grid.",
+            show_default=False,
+        ),
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs", "-j", min=1, help="Runs at once (default: what the machine can hold)."
+        ),
+    ] = None,
+    target: Annotated[
+        float | None,
+        typer.Option("--target", help="Show epochs to reach this val accuracy (0-1, e.g. 0.88)."),
+    ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option("--baseline", help="Variant the others are compared with (default: first)."),
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", metavar="FILE.png", help="Write val accuracy / loss curves."),
+    ] = None,
+    csv_file: Annotated[
+        Path | None, typer.Option("--csv", metavar="FILE", help="Also write the per-run CSV here.")
+    ] = None,
+    plot_gradients: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot-gradients",
+            metavar="FILE.png",
+            help="Write gradient norms by depth (runs with train.diagnostics).",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="comparison.json on stdout; table and progress on stderr."),
+    ] = False,
+    out: OutOpt = Path("runs"),
+    device: DeviceOpt = None,
+) -> None:
+    """Compare tricks honestly: every variant runs on the same seeds (same data split and order),
+    and each is judged against the baseline by the 95% CI of the paired difference."""
+    from dnntrick.compare import (
+        dedupe_labels,
+        exit_code,
+        expand_specs,
+        parse_vary,
+        pick_baseline,
+        read_run_dirs,
+        split_inputs,
+    )
+
+    paths, overrides = split_inputs(list(inputs or []))
+    if device is not None:
+        overrides.append(f"device={device}")
+    grid = parse_vary(list(vary or []))
+    _check_options(paths, overrides, grid, target, plot, csv_file)
+    if plot_gradients is not None and (
+        plot_gradients.suffix.lower() != ".png" or not plot_gradients.parent.resolve().is_dir()
+    ):
+        raise UsageError(f"--plot-gradients {plot_gradients}: give a .png in an existing folder")
+    dirs = [p for p in paths if Path(p).is_dir()]
+    specs = [p for p in paths if not Path(p).is_dir()]
+    variants = expand_specs(specs, overrides, grid, seeds) + read_run_dirs(dirs)
+    variants.sort(key=lambda v: paths.index(v.source))  # the order given; the first is baseline
+    dedupe_labels(variants)
+    base = pick_baseline(variants, baseline)
+
+    from rich.console import Console
+
+    from dnntrick.rundir import make_run_dir, write_json
+
+    console = Console(stderr=as_json, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 160  # logs and pipes: keep each variant on one line
+    folder = make_run_dir(out, "compare")
+    started = time.perf_counter()
+    plan = _run(variants, folder, console, jobs)
+
+    from dnntrick.compare import summarize
+    from dnntrick.compare_report import (
+        comparison_csv,
+        comparison_json,
+        print_failures,
+        results_table,
+    )
+    from dnntrick.rundir import atomic_write
+
+    stats = [summarize(v, base, target) for v in variants]
+    table, same = results_table(variants, stats, base, target)
+    console.print(table)
+    if same:
+        console.print("[dim]same for all: " + " · ".join(same) + "[/]")
+    seed_list = sorted({r.seed for v in variants for r in v.runs})
+    console.print(
+        f"[dim]Δ: test accuracy minus {base.label}'s, paired by seed "
+        f"({', '.join(map(str, seed_list))}), mean with its 95% t interval; best in green.[/]"
+    )
+    meta = {
+        "comparison_dir": str(folder),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "inputs": list(inputs or []),
+        "vary": list(vary or []),
+        "seeds": seed_list,
+        "confidence": 0.95,
+        "jobs": plan[0],
+        "threads_per_job": plan[1],
+        "wall_seconds": time.perf_counter() - started,
+    }
+    document = comparison_json(variants, stats, base, meta, target)
+    text = comparison_csv(variants, target)
+    write_json(folder / "comparison.json", document)
+    atomic_write(folder / "comparison.csv", text.encode())
+    if csv_file is not None:
+        atomic_write(csv_file, text.encode())
+    if plot is not None:
+        from dnntrick.plots import plot_comparison
+
+        n_seeds = max((len(v.runs) for v in variants), default=0)
+        plot_comparison(
+            variants, plot, f"dnntrick compare: {len(variants)} variants × {n_seeds} seeds"
+        )
+    if plot_gradients is not None:
+        from dnntrick.diagnostics_plot import plot_gradient_comparison
+
+        groups = [(v.label, [Path(r.run_dir) for r in v.runs if r.run_dir]) for v in variants]
+        for label in plot_gradient_comparison(groups, plot_gradients, "gradient norm by depth"):
+            console.print(f"[dim]{label}: no recorded diagnostics (set train.diagnostics)[/]")
+    written = [
+        f"{folder}/comparison.json|csv",
+        *(str(p) for p in (plot, csv_file, plot_gradients) if p),
+    ]
+    console.print(f"[dim]wrote {', '.join(written)}[/]")
+    if as_json:
+        typer.echo(json.dumps(document, indent=2))
+    print_failures(variants, lambda line: typer.echo(line, err=True))
+    code = exit_code(variants)
+    if code:
+        raise typer.Exit(code)
+
+
+def _check_options(
+    paths: list[str],
+    overrides: list[str],
+    grid: list[tuple[str, list[str]]],
+    target: float | None,
+    plot: Path | None,
+    csv_file: Path | None,
+) -> None:
+    """Usage errors, before anything runs (a typo must not cost a finished comparison)."""
+    if not paths:
+        raise UsageError("give at least one SPEC file or RUN_DIR to compare")
+    specs = [p for p in paths if not Path(p).is_dir()]
+    if not specs and (grid or overrides):
+        what = "--vary" if grid else f"override {overrides[0]!r}"
+        raise UsageError(f"{what} applies to SPEC files; run directories are read as they are")
+    if target is not None and not 0 < target <= 1:
+        raise UsageError(f"--target {target:g}: give an accuracy between 0 and 1, e.g. 0.88")
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise UsageError(f"--plot {plot}: the file name must end in .png")
+    for option, path in (("--plot", plot), ("--csv", csv_file)):
+        if path is not None and not path.parent.resolve().is_dir():
+            raise UsageError(f"{option} {path}: folder {path.parent} does not exist")
+
+
+def _run(
+    variants: list[Variant], folder: Path, console: Console, jobs: int | None
+) -> tuple[int, int]:
+    """Run every spec variant's seeds under `folder`; fill in their RunRecords."""
+    from dnntrick.compare_report import LiveProgress
+    from dnntrick.executor import Job, cpu_count, make_executor, plan_jobs
+
+    work = []
+    for variant in variants:
+        for record in variant.runs:
+            if record.seed in variant.specs:
+                work.append((variant, record))
+    if not work:
+        return 0, 0
+    gpus = _gpus([v.specs[r.seed].device for v, r in work])
+    plan = plan_jobs(len(work), cpu_count(), gpus, jobs)
+    job_list = []
+    for i, (variant, record) in enumerate(work):
+        spec = variant.specs[record.seed].model_dump(mode="json")
+        if gpus > 1 and spec["device"] == "auto":
+            spec["device"] = f"cuda:{i % gpus}"  # spread the runs over the GPUs
+        job_list.append(Job(i, spec, str(folder), variant.source, variant.overrides))
+    console.print(
+        f"[bold]compare[/] {len(variants)} variants, {len(work)} runs, {plan.jobs} at a time "
+        f"({plan.threads} thread{'s' if plan.threads > 1 else ''} each"
+        f"{f', {gpus} GPU(s)' if gpus else ''}) → {folder}"
+    )
+    runs = dict(enumerate(work))
+    with LiveProgress(console, runs) as live:
+        outcomes = make_executor(plan).run(job_list, live.on_event)
+    for outcome in outcomes:
+        _, record = runs[outcome.id]
+        record.status, record.summary, record.history = (
+            outcome.status,
+            outcome.summary,
+            outcome.history,
+        )
+        record.error, record.exit_code = outcome.error, outcome.exit_code
+        if outcome.summary:
+            record.run_dir = outcome.summary.get("run_dir")
+    return plan.jobs, plan.threads
+
+
+def _gpus(devices: list[str]) -> int:
+    """CUDA devices the runs will use: 0 when every run is on the CPU."""
+    if all(d in ("cpu", "mps") for d in devices):
+        return 0
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(compare)
