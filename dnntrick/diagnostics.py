@@ -222,10 +222,12 @@ class Recorder:
     optimizer's step hooks (always on while recording) count steps and close each measurement.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, every: int):
+    def __init__(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, every: int, start: int = 0
+    ):
         self.layers = blocks(model)
         self.every = every
-        self.step = 0
+        self.step = start  # optimizer steps already taken (a resumed run)
         self.collector = Collector(self.layers)
         self.pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # step, rows, filled
         self.first: list[LayerStats] | None = None
@@ -234,7 +236,8 @@ class Recorder:
         self.handles = [
             optimizer.register_step_post_hook(self._after_step),
         ]
-        self.collector.arm(snapshot_weights=True)
+        if start % every == 0:
+            self.collector.arm(snapshot_weights=True)
 
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self.collector.handles:  # this step was being recorded
@@ -248,10 +251,15 @@ class Recorder:
 
     @classmethod
     def attach(
-        cls, model: nn.Module, optimizer: torch.optim.Optimizer, spec: DiagnosticsSpec | None
+        cls,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        spec: DiagnosticsSpec | None,
+        start: int = 0,
     ) -> Recorder | None:
-        """A Recorder on `model` and `optimizer`, or None (and no hook at all) when `spec` is."""
-        return None if spec is None else cls(model, optimizer, spec.every)
+        """A Recorder on `model` and `optimizer`, or None (and no hook at all) when `spec` is.
+        `start`: optimizer steps already taken (a resumed run), so step numbers run on."""
+        return None if spec is None else cls(model, optimizer, spec.every, start)
 
     def flush(self) -> list[dict[str, Any]]:
         """The snapshots recorded since the last flush, as JSON-ready dicts (one host read)."""

@@ -6,6 +6,7 @@ created, so a run that fails at start-up leaves nothing behind.
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,10 +15,12 @@ from typing import Any
 
 import torch
 
+from dnntrick.checkpoint import FOLDER, Checkpointer, open_resume
 from dnntrick.config import dump_spec
 from dnntrick.data import Splits, load_splits
 from dnntrick.diagnostics import Recorder
 from dnntrick.errors import UsageError
+from dnntrick.guard import set_determinism, signals_caught
 from dnntrick.loop import evaluate, fit
 from dnntrick.model import build_model, count_parameters
 from dnntrick.optimizers import build_optimizer
@@ -88,8 +91,11 @@ def run_spec(
     source: str | None = None,
     overrides: list[str] | None = None,
     prepare: Prepare | None = None,
+    resume: Path | None = None,
+    force: bool = False,
 ) -> RunResult:
-    """Train `spec` and write its run directory under `out`.
+    """Train `spec` and write its run directory under `out`, or continue the run in `resume`
+    from its last checkpoint (`force`: even if the spec differs from the checkpoint's).
 
     `prepare` (default: the spec's transfer/pretrain hook) runs after the model is built and
     before the run directory exists, so its start-up errors leave nothing behind.
@@ -97,6 +103,9 @@ def run_spec(
     reporter = reporter or Reporter()
     overrides = list(overrides or [])
     started = time.perf_counter()
+    spec_yaml = dump_spec(spec)
+    loaded = open_resume(resume, spec_yaml, force) if resume is not None else None
+    set_determinism(spec.train.deterministic)  # before CUDA starts (cuBLAS reads its env once)
     device = resolve_device(spec.device)
     torch.manual_seed(spec.seed)  # weights (and any dropout) draw from torch's global RNG
     data = load_splits(spec.data, device)
@@ -107,8 +116,13 @@ def run_spec(
     optimizer = build_optimizer(spec.train.optimizer, trainable, device.type)
     generator = torch.Generator().manual_seed(spec.seed)  # data order: its own stream
 
-    run = RunDir(make_run_dir(out, spec.name))
-    run.write_spec(dump_spec(spec), source, overrides)
+    if loaded is None:
+        run = RunDir(make_run_dir(out, spec.name))
+        run.write_spec(spec_yaml, source, overrides)
+    else:  # the same folder: metrics continue from the checkpoint's rows
+        run = RunDir(Path(resume or "."))
+        run.restore_metrics(loaded.state["result"]["history"])
+        reporter.message(f"resuming {loaded.path} ({loaded.describe()})")
     parameters = count_parameters(model)
     tricks = describe(spec)
     reporter.start(
@@ -125,7 +139,11 @@ def run_spec(
     )
 
     # None when off; the hooks go on the model that trains (the head, with cached frozen layers)
-    recorder = Recorder.attach(prepared.model, optimizer, spec.train.diagnostics)
+    done = 0  # optimizer steps already taken by a resumed run: the recorder counts on from there
+    if loaded is not None:
+        per_epoch = -(-len(prepared.data.x_train) // spec.train.batch_size)
+        done = (loaded.position.epoch - 1) * per_epoch + loaded.position.step
+    recorder = Recorder.attach(prepared.model, optimizer, spec.train.diagnostics, done)
 
     def end_epoch(row: dict[str, Any]) -> None:
         if recorder is not None:
@@ -134,9 +152,22 @@ def run_spec(
         if prepared.after_epoch is not None:
             prepared.after_epoch(row["epoch"], optimizer)
 
-    fitted = fit(
-        prepared.model, optimizer, prepared.data, spec.train, generator, reporter, end_epoch
-    )
+    if loaded is not None and prepared.after_epoch is not None:  # e.g. unfreezing: redo it
+        for epoch in range(1, loaded.position.epoch):
+            prepared.after_epoch(epoch, optimizer)
+    keeper = Checkpointer(run.path / FOLDER, spec_yaml, spec.train.checkpoint_every)
+    with signals_caught(f"dnntrick train --resume {shlex.quote(str(run.path))}"):
+        fitted = fit(
+            prepared.model,
+            optimizer,
+            prepared.data,
+            spec.train,
+            generator,
+            reporter,
+            on_epoch_end=end_epoch,
+            keeper=keeper,
+            resume=loaded,
+        )
     diagnosis = recorder.finish(spec, reporter) if recorder is not None else None  # unhooks
     test = prepared.data
     test_loss, test_accuracy = evaluate(
@@ -177,6 +208,8 @@ def run_spec(
         )
     if diagnosis is not None:
         summary["diagnosis"] = diagnosis
+    if loaded is not None and loaded.state["spec"] != spec_yaml:  # --force with changes
+        run.write_spec(spec_yaml, source, overrides)
     run.write_summary(summary)
     reporter.finish(summary)
     return RunResult(summary, fitted.history, run.path, model)
