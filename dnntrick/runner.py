@@ -19,7 +19,7 @@ from dnntrick.checkpoint import FOLDER, Checkpointer, open_resume
 from dnntrick.config import dump_spec
 from dnntrick.data import Splits, load_splits
 from dnntrick.diagnostics import Recorder
-from dnntrick.errors import UsageError
+from dnntrick.errors import DivergedError, UsageError
 from dnntrick.guard import set_determinism, signals_caught
 from dnntrick.loop import evaluate, fit
 from dnntrick.model import build_model, count_parameters
@@ -156,18 +156,23 @@ def run_spec(
         for epoch in range(1, loaded.position.epoch):
             prepared.after_epoch(epoch, optimizer)
     keeper = Checkpointer(run.path / FOLDER, spec_yaml, spec.train.checkpoint_every)
-    with signals_caught(f"dnntrick train --resume {shlex.quote(str(run.path))}"):
-        fitted = fit(
-            prepared.model,
-            optimizer,
-            prepared.data,
-            spec.train,
-            generator,
-            reporter,
-            on_epoch_end=end_epoch,
-            keeper=keeper,
-            resume=loaded,
-        )
+    try:
+        with signals_caught(f"dnntrick train --resume {shlex.quote(str(run.path))}"):
+            fitted = fit(
+                prepared.model,
+                optimizer,
+                prepared.data,
+                spec.train,
+                generator,
+                reporter,
+                on_epoch_end=end_epoch,
+                keeper=keeper,
+                resume=loaded,
+            )
+    except DivergedError:
+        if recorder is not None:  # the per-layer verdicts explain the divergence
+            recorder.finish(spec, reporter)
+        raise
     diagnosis = recorder.finish(spec, reporter) if recorder is not None else None  # unhooks
     test = prepared.data
     test_loss, test_accuracy = evaluate(

@@ -188,22 +188,27 @@ def test_compact_entries_round_trip():
     assert back.dead == 0.25 and back.saturated is None and math.isclose(back.grad or 0, 2e-7)
 
 
-def test_clipping_bounds_the_recorded_update_where_the_unclipped_run_diverges(tmp_path, tiny_root):
+def test_clipping_bounds_the_recorded_update_where_the_unclipped_run_diverges(
+    tmp_path, tiny_root, capsys
+):
+    from dnntrick.errors import DivergedError
+    from dnntrick.report import ConsoleReporter
     from tests.conftest import REPO
 
-    def last_snapshot(extra: list[str]):
-        path = REPO / "experiments" / "exploding.yaml"
-        overrides = [*tiny_overrides(tiny_root), "data.train_limit=500",
-                     "train.diagnostics={every: 5}", *extra]  # fmt: skip
-        result = run_spec(load_spec(path, overrides), out=tmp_path / "runs")
-        return result.history[-1]["diagnostics"][-1]["layers"], result.summary["diagnosis"]
+    path = REPO / "experiments" / "exploding.yaml"
+    overrides = [*tiny_overrides(tiny_root), "data.train_limit=500", "train.diagnostics={every: 5}"]
+    with pytest.raises(DivergedError):
+        run_spec(load_spec(path, overrides), out=tmp_path / "runs", reporter=ConsoleReporter())
+    out = capsys.readouterr().out
+    assert "diagnostics at step 0 (first recorded): exploding" in out  # printed on divergence
 
-    layers, diagnosis = last_snapshot([])
-    assert math.isnan(layers["hidden1"]["grad"])  # diverged: NaN is recorded, not dropped
-    assert diagnosis["last"]["findings"][0]["summary"].endswith("the net diverged")
-    layers, diagnosis = last_snapshot(["train.clip={by: global_norm, threshold: 1.0}"])
-    assert all(0 < v["update"] < 1e-2 for v in layers.values())
-    assert diagnosis["last"]["verdict"] == "exploding"  # the raw gradients still explode
+    clipped = [*overrides, "train.clip={by: global_norm, threshold: 1.0}"]
+    result = run_spec(load_spec(path, clipped), out=tmp_path / "runs")
+    first = result.history[0]["diagnostics"][0]["layers"]
+    layers = result.history[-1]["diagnostics"][-1]["layers"]
+    assert first["hidden1"]["grad"] > 1e5  # the raw gradient explodes...
+    assert all(0 < v["update"] < 1e-2 for v in layers.values())  # ...the clipped steps do not
+    assert result.summary["diagnosis"]["last"]["verdict"] == "exploding"
 
 
 def test_resumed_run_numbers_its_recorded_steps_on(cli, monkeypatch, tmp_path, tiny_root):
