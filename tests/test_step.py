@@ -179,6 +179,10 @@ def test_cuda_graphs_on_cpu_is_a_one_line_spec_error(cli, tmp_path: Path):
         "check", str(path), "device=cuda", "train.cuda_graphs=true", "train.on_nonfinite=skip_step"
     )
     assert code == 2 and "train.cuda_graphs: cannot skip steps" in err
+    code, _, err = cli(
+        "check", str(path), "device=cuda", "train.cuda_graphs=true", "train.diagnostics={every: 5}"
+    )
+    assert code == 2 and "train.cuda_graphs: diagnostics hooks" in err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="device auto must resolve to the CPU")
