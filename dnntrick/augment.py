@@ -51,6 +51,13 @@ class Augmenter:
             x = (x - self.mean) / self.std
         return x
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The generator's state: a resumed run draws the same augmentations."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
     def _affine(self, img: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Rotate by up to ±rotate degrees, mirror with probability 1/2, shift by whole pixels."""
         spec, side = self.spec, self.side

@@ -1,10 +1,13 @@
 """The training loop: one plain function whose order reads top to bottom.
 
-Per step: schedule the lr → slice a batch → augment → forward → loss (+ ℓ1/ℓ2 penalty) →
-backward → clip → optimizer step → max-norm → add to running sums (the tricks themselves live in
-regularization.py, schedules.py and augment.py). Per epoch: evaluate on the validation split,
-record a metrics row (with the lr of the epoch's first step and the mean lr over its steps), let
-a performance schedule react, check early stopping.
+Per step: set the scheduled lr (schedules.py), then (step.py, eager or a replayed CUDA graph)
+slice a batch → augment (augment.py) → forward → loss (+ ℓ1/ℓ2 penalty) → finite check → backward
+→ clip → optimizer step → max-norm → add to running sums (the tricks themselves live in
+regularization.py). `train_epoch` runs the steps of one epoch.
+Per epoch: evaluate on the validation split, record a metrics row (lr of the epoch's first step
+and mean lr over its steps), let a performance schedule react, check early stopping, write a
+checkpoint. A resumed run restores everything the loop draws on (weights, optimizer, data order,
+RNGs, early stopping, running sums), so it continues bitwise as if never stopped.
 The running sums stay on the device and are read once per epoch (plus a throttled read for the
 progress bar, at most a few times a second): no host-device sync per step.
 """
@@ -20,11 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dnntrick.augment import Augmenter
+from dnntrick.checkpoint import Checkpointer, Loaded, Position
 from dnntrick.data import Splits
+from dnntrick.guard import INTERRUPT, FiniteWatch
+from dnntrick.optimizers import current_lr
 from dnntrick.regularization import StepTricks
 from dnntrick.report import Reporter
 from dnntrick.schedules import Scheduler
 from dnntrick.spec import EarlyStoppingSpec, TrainSpec
+from dnntrick.step import TrainStep, make_step
 
 PROGRESS_INTERVAL_S = 0.25  # how often the progress bar may read the running loss (a sync point)
 
@@ -86,6 +94,42 @@ class EarlyStopping:
         self.bad_epochs += 1
         return self.spec is not None and self.bad_epochs >= self.spec.patience
 
+    def state_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("best", "best_epoch", "best_state", "bad_epochs")}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+def train_epoch(
+    step: TrainStep,
+    order: torch.Tensor,
+    batch_size: int,
+    reporter: Reporter,
+    first: int = 0,
+    t0: float | None = None,
+    after_step: Callable[[int], None] | None = None,
+    before_step: Callable[[int], None] | None = None,
+) -> None:
+    """Steps first, first + 1, … over the batches order[i·bs:(i+1)·bs]; the last, smaller batch
+    is kept (PyTorch/Keras convention). Sums accumulate in step.loss_sum and step.correct (the
+    caller resets or restores them). `before_step(i)` runs before step i (the lr schedule),
+    `after_step(i)` after it (interrupt handling)."""
+    n, bs = len(order), batch_size
+    t0 = time.perf_counter() if t0 is None else t0
+    next_report = t0 + PROGRESS_INTERVAL_S
+    for i in range(first, (n + bs - 1) // bs):
+        if before_step is not None:
+            before_step(i)
+        step(order[i * bs : (i + 1) * bs], i)
+        if (now := time.perf_counter()) >= next_report:  # throttled: this reads the device
+            done = min((i + 1) * bs, n)
+            reporter.progress(i + 1, done / (now - t0), step.loss_sum.item() / done)
+            next_report = now + PROGRESS_INTERVAL_S
+        if after_step is not None:
+            after_step(i)
+
 
 def fit(
     model: nn.Module,
@@ -95,68 +139,93 @@ def fit(
     generator: torch.Generator,
     reporter: Reporter,
     on_epoch_end: Callable[[dict[str, Any]], None] = lambda row: None,
-    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    keeper: Checkpointer | None = None,
+    resume: Loaded | None = None,
+    augment: Augmenter | None = None,
 ) -> FitResult:
     """Train `model` on data.x_train for spec.epochs epochs (or until early stopping).
 
-    `augment` maps a training batch [B, F] to an augmented one (see dnntrick.augment).
-    """
+    `keeper` writes checkpoints (every spec.checkpoint_every epochs, and when interrupted);
+    `resume` is a checkpoint to continue from; `augment` changes each training batch."""
     x, y = data.x_train, data.y_train
     n, bs, device = len(x), spec.batch_size, x.device
     steps = (n + bs - 1) // bs  # the last, smaller batch is kept (PyTorch/Keras convention)
     stopper = EarlyStopping(spec.early_stopping)
-    scheduler = Scheduler(spec.schedule, spec.optimizer.lr, steps, spec.epochs, optimizer)
     tricks = StepTricks(model, spec)
+    scheduler = Scheduler(spec.schedule, spec.optimizer.lr, steps, spec.epochs, optimizer)
     result = FitResult()
+    keeper = keeper or Checkpointer(None)
+    parts = {
+        "model": model,
+        "optimizer": optimizer,
+        "early_stopping": stopper,
+        "tricks": tricks,
+        "scheduler": scheduler,
+        "augment": augment,
+    }
+    watch = FiniteWatch(spec.on_nonfinite, model, optimizer, steps, keeper)
+    step = make_step(model, optimizer, x, y, spec, tricks, watch, augment)
+    at = keeper.restore(resume, parts, generator, result) if resume else Position()
     model.train()
-    for epoch in range(1, spec.epochs + 1):
-        t0 = time.perf_counter()
+    for epoch in range(at.epoch, spec.epochs + 1):
         # The data order comes from dnntrick's own generator (CPU), so it depends on the seed alone.
+        order_rng = generator.get_state()  # a mid-epoch checkpoint redraws this epoch's order
         order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        lrs: list[float] = []  # host floats: the lr of each step, no device read
+        first_step, loss_sum, correct, spent = at.begin_epoch(epoch, device)
+        step.start_epoch(epoch, loss_sum, correct)
+        t0 = time.perf_counter() - spent
+        first = (epoch - 1) * steps  # global index of the epoch's first step
+        lrs = scheduler.epoch_lrs(first, steps) if spec.schedule else [current_lr(optimizer)]
         reporter.epoch_start(epoch, spec.epochs, steps)
-        next_report = t0 + PROGRESS_INTERVAL_S
-        for step in range(steps):
-            lrs.append(scheduler.before_step((epoch - 1) * steps + step))
-            idx = order[step * bs : (step + 1) * bs]
-            xb, yb = x[idx], y[idx]
-            if augment is not None:
-                xb = augment(xb)
-            logits = model(xb)
-            loss = tricks.add_penalty(F.cross_entropy(logits, yb))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            tricks.clip_gradients()  # also adds the pre-clip global norm to device sums
-            optimizer.step()
-            tricks.apply_max_norm()
-            loss_sum += loss.detach() * len(idx)
-            correct += (logits.detach().argmax(dim=1) == yb).sum()
-            if (now := time.perf_counter()) >= next_report:  # throttled: this reads the device
-                done = min((step + 1) * bs, n)
-                reporter.progress(step + 1, done / (now - t0), loss_sum.item() / done)
-                next_report = now + PROGRESS_INTERVAL_S
+        watch.skipped = 0
+
+        def stop_if_interrupted(
+            i: int, epoch: int = epoch, t0: float = t0, order_rng: torch.Tensor = order_rng
+        ) -> None:
+            if INTERRUPT.requested:  # Ctrl-C/SIGTERM: checkpoint after this step, then stop
+                watch.check()
+                spent = time.perf_counter() - t0
+                here = Position(epoch, i + 1, order_rng, step.loss_sum, step.correct, spent)
+                raise INTERRUPT.error(keeper.save(here, parts, generator, result))
+
+        train_epoch(
+            step,
+            order,
+            bs,
+            reporter,
+            first_step,
+            t0,
+            stop_if_interrupted,
+            lambda i: scheduler.before_step(first + i),  # noqa: B023 (called within the epoch)
+        )
+        watch.check()  # nothing non-finite may reach the metrics or a checkpoint
         train_time = time.perf_counter() - t0
         result.train_seconds += train_time
         result.train_samples += n
         row: dict[str, Any] = {
             "epoch": epoch,
-            "train_loss": loss_sum.item() / n,
-            "train_accuracy": correct.item() / n,
+            "train_loss": step.loss_sum.item() / n,
+            "train_accuracy": step.correct.item() / n,
         }
         row["val_loss"], row["val_accuracy"] = evaluate(
             model, data.x_val, data.y_val, spec.eval_batch_size
         )
         row["lr"], row["lr_mean"] = lrs[0], sum(lrs) / len(lrs)
         row.update(tricks.epoch_metrics())
+        if spec.on_nonfinite == "skip_step":
+            row["skipped_steps"] = watch.skipped
         row["seconds"] = time.perf_counter() - t0
         result.history.append(row)
         on_epoch_end(row)
         reporter.epoch_end(row, samples_per_second=n / train_time)
         scheduler.after_epoch(row)
-        if len(data.x_val) and stopper.update(epoch, row, model):
-            result.stopped_early = True
+        stop = bool(len(data.x_val)) and stopper.update(epoch, row, model)
+        result.stopped_early = stop
+        if keeper.due(epoch, final=stop or epoch == spec.epochs) or INTERRUPT.requested:
+            keeper.save(Position(epoch + 1), parts, generator, result, stopper.best_epoch)
+        if INTERRUPT.requested:
+            raise INTERRUPT.error(keeper.last)
+        if stop:
             break
     if stopper.best_state is not None:
         model.load_state_dict(stopper.best_state)

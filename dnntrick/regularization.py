@@ -62,7 +62,8 @@ class StepTricks:
 
     def __init__(self, model: nn.Module, spec: TrainSpec):
         self.spec = spec
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        # all of them: frozen ones (transfer) have no .grad and are skipped; unfrozen ones join
+        self.params = list(model.parameters())
         self.penalized = dense_weights(model) if spec.l1 or spec.l2 else []
         self.capped = (
             dense_weights(model, outputs=spec.max_norm.outputs) if spec.max_norm is not None else []
@@ -70,12 +71,15 @@ class StepTricks:
         device = self.params[0].device if self.params else torch.device("cpu")
         self.norm_sum = torch.zeros((), device=device)
         self.norm_max = torch.zeros((), device=device)
-        self.steps = 0
+        # a device counter, not a Python int: it must advance inside a replayed CUDA graph too
+        self.steps = torch.zeros((), device=device, dtype=torch.long)
 
     def add_penalty(self, loss: torch.Tensor) -> torch.Tensor:
         if not self.penalized:
             return loss
-        return loss + penalty(self.penalized, self.spec.l1, self.spec.l2)
+        # frozen weights (transfer) add a constant: left out, as when they are cached away
+        trainable = [w for w in self.penalized if w.requires_grad]
+        return loss + penalty(trainable, self.spec.l1, self.spec.l2) if trainable else loss
 
     def clip_gradients(self) -> None:
         if self.spec.clip is None:
@@ -87,19 +91,33 @@ class StepTricks:
 
     def apply_max_norm(self) -> None:
         if self.spec.max_norm is not None:
-            apply_max_norm(self.capped, self.spec.max_norm.max_value)
+            # frozen weights (transfer) must stay exactly as they were
+            trainable = [w for w in self.capped if w.requires_grad]
+            apply_max_norm(trainable, self.spec.max_norm.max_value)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The epoch's running gradient-norm sums (a mid-epoch checkpoint carries them)."""
+        return {"norm_sum": self.norm_sum, "norm_max": self.norm_max, "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.norm_sum.copy_(state["norm_sum"])
+        self.norm_max.copy_(state["norm_max"])
+        self.steps = state["steps"]
 
     def epoch_metrics(self) -> dict[str, float]:
         """The epoch's pre-clip global gradient norm (mean, max) when clipping; then reset."""
-        if self.spec.clip is None or not self.steps:
+        if self.spec.clip is None:
+            return {}
+        steps = int(self.steps.item())
+        if not steps:
             return {}
         row = {
-            "grad_norm_mean": self.norm_sum.item() / self.steps,
+            "grad_norm_mean": self.norm_sum.item() / steps,
             "grad_norm_max": self.norm_max.item(),
         }
         self.norm_sum.zero_()
         self.norm_max.zero_()
-        self.steps = 0
+        self.steps.zero_()
         return row
 
 

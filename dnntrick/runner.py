@@ -6,17 +6,22 @@ created, so a run that fails at start-up leaves nothing behind.
 
 from __future__ import annotations
 
+import shlex
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dnntrick.augment import build_augmenter
+from dnntrick.checkpoint import FOLDER, Checkpointer, open_resume
 from dnntrick.config import dump_spec
-from dnntrick.data import load_splits
-from dnntrick.errors import UsageError
+from dnntrick.data import Splits, load_splits
+from dnntrick.diagnostics import Recorder
+from dnntrick.errors import DivergedError, UsageError
+from dnntrick.guard import set_determinism, signals_caught
 from dnntrick.loop import evaluate, fit
 from dnntrick.model import build_model, count_parameters
 from dnntrick.optimizers import build_optimizer
@@ -32,6 +37,35 @@ class RunResult:
     history: list[dict[str, Any]]
     run_dir: Path
     model: torch.nn.Module
+
+
+@dataclass
+class Prepared:
+    """What the loop trains once a prepare hook (transfer, pretraining) has set the model up.
+
+    `model` may be a suffix of the built model (sharing its layers) and `data` its cached inputs.
+    """
+
+    model: torch.nn.Module
+    data: Splits
+    summary: dict[str, Any] = field(default_factory=dict)  # extra keys for summary.json
+    after_epoch: Callable[[int, torch.optim.Optimizer], None] | None = None
+
+
+Prepare = Callable[[Spec, torch.nn.Module, Splits, Reporter], Prepared]
+
+
+def spec_prepare(spec: Spec) -> Prepare | None:
+    """The prepare hook that the spec's `transfer:` or `pretrain:` section asks for, if any."""
+    if spec.transfer is not None:
+        from dnntrick.transfer import prepare_transfer
+
+        return prepare_transfer
+    if spec.pretrain is not None:
+        from dnntrick.pretrain import prepare_pretrained
+
+        return prepare_pretrained
+    return None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -51,29 +85,66 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def _speed_flags(spec: Spec) -> str:
+    flags: list[str] = [spec.train.precision] if spec.train.precision != "fp32" else []
+    flags += ["cuda graphs"] if spec.train.cuda_graphs else []
+    return f" ({', '.join(flags)})" if flags else ""
+
+
 def run_spec(
     spec: Spec,
     out: Path | str = "runs",
     reporter: Reporter | None = None,
     source: str | None = None,
     overrides: list[str] | None = None,
+    prepare: Prepare | None = None,
+    resume: Path | None = None,
+    force: bool = False,
 ) -> RunResult:
-    """Train `spec` and write its run directory under `out`."""
+    """Train `spec` and write its run directory under `out`, or continue the run in `resume`
+    from its last checkpoint (`force`: even if the spec differs from the checkpoint's).
+
+    `prepare` (default: the spec's transfer/pretrain hook) runs after the model is built and
+    before the run directory exists, so its start-up errors leave nothing behind.
+    """
     reporter = reporter or Reporter()
     overrides = list(overrides or [])
     started = time.perf_counter()
+    spec_yaml = dump_spec(spec)
+    loaded = open_resume(resume, spec_yaml, force) if resume is not None else None
+    set_determinism(spec.train.deterministic)  # before CUDA starts (cuBLAS reads its env once)
     device = resolve_device(spec.device)
+    if spec.train.cuda_graphs and device.type != "cuda":  # device: auto found no GPU
+        raise UsageError(
+            f"train.cuda_graphs: needs a CUDA device (device {spec.device!r} is {device}); "
+            "set train.cuda_graphs: false"
+        )
     torch.manual_seed(spec.seed)  # weights (and any dropout) draw from torch's global RNG
     data = load_splits(spec.data, device)
     model = build_model(spec.model, data.in_features, data.n_classes).to(device)
-    optimizer = build_optimizer(spec.train.optimizer, model.parameters(), device.type)
+    prepare = prepare or spec_prepare(spec)
+    prepared = prepare(spec, model, data, reporter) if prepare else Prepared(model, data)
+    trainable = [p for p in prepared.model.parameters() if p.requires_grad]  # frozen ones: out
+    optimizer = build_optimizer(
+        spec.train.optimizer, trainable, device.type, capturable=spec.train.cuda_graphs
+    )
     generator = torch.Generator().manual_seed(spec.seed)  # data order: its own stream
+    if spec.data.augment is not None and prepared.data is not data:
+        raise UsageError(
+            "data.augment: the training inputs are cached outputs of frozen layers, not images; "
+            "set data.augment: null or turn off the caching"
+        )
     augment = build_augmenter(
         spec.data.augment, data.in_features, spec.seed, device, data.pixel_mean, data.pixel_std
     )
 
-    run = RunDir(make_run_dir(out, spec.name))
-    run.write_spec(dump_spec(spec), source, overrides)
+    if loaded is None:
+        run = RunDir(make_run_dir(out, spec.name))
+        run.write_spec(spec_yaml, source, overrides)
+    else:  # the same folder: metrics continue from the checkpoint's rows
+        run = RunDir(Path(resume or "."))
+        run.restore_metrics(loaded.state["result"]["history"])
+        reporter.message(f"resuming {loaded.path} ({loaded.describe()})")
     parameters = count_parameters(model)
     tricks = describe(spec)
     reporter.start(
@@ -84,23 +155,53 @@ def run_spec(
             f" ({default_init(spec.model)})",
             "optimizer": f"{spec.train.optimizer.name} lr {spec.train.optimizer.lr:g}"
             + (f" {spec.train.schedule.name}" if spec.train.schedule else ""),
-            "device": str(device),
+            "device": str(device) + _speed_flags(spec),
             "parameters": f"{parameters:,}",
             **({"tricks": tricks} if tricks else {}),
         },
     )
 
-    fitted = fit(
-        model,
-        optimizer,
-        data,
-        spec.train,
-        generator,
-        reporter,
-        on_epoch_end=run.append_metrics,
-        augment=augment,
+    # None when off; the hooks go on the model that trains (the head, with cached frozen layers)
+    done = 0  # optimizer steps already taken by a resumed run: the recorder counts on from there
+    if loaded is not None:
+        per_epoch = -(-len(prepared.data.x_train) // spec.train.batch_size)
+        done = (loaded.position.epoch - 1) * per_epoch + loaded.position.step
+    recorder = Recorder.attach(prepared.model, optimizer, spec.train.diagnostics, done)
+
+    def end_epoch(row: dict[str, Any]) -> None:
+        if recorder is not None:
+            row["diagnostics"] = recorder.flush()  # one host read per epoch
+        run.append_metrics(row)
+        if prepared.after_epoch is not None:
+            prepared.after_epoch(row["epoch"], optimizer)
+
+    if loaded is not None and prepared.after_epoch is not None:  # e.g. unfreezing: redo it
+        for epoch in range(1, loaded.position.epoch):
+            prepared.after_epoch(epoch, optimizer)
+    keeper = Checkpointer(run.path / FOLDER, spec_yaml, spec.train.checkpoint_every)
+    try:
+        with signals_caught(f"dnntrick train --resume {shlex.quote(str(run.path))}"):
+            fitted = fit(
+                prepared.model,
+                optimizer,
+                prepared.data,
+                spec.train,
+                generator,
+                reporter,
+                on_epoch_end=end_epoch,
+                keeper=keeper,
+                resume=loaded,
+                augment=augment,
+            )
+    except DivergedError:
+        if recorder is not None:  # the per-layer verdicts explain the divergence
+            recorder.finish(spec, reporter)
+        raise
+    diagnosis = recorder.finish(spec, reporter) if recorder is not None else None  # unhooks
+    test = prepared.data
+    test_loss, test_accuracy = evaluate(
+        prepared.model, test.x_test, test.y_test, spec.train.eval_batch_size
     )
-    test_loss, test_accuracy = evaluate(model, data.x_test, data.y_test, spec.train.eval_batch_size)
     run.save_weights(model.state_dict(), metadata={"name": spec.name})
     summary = {
         "name": spec.name,
@@ -121,6 +222,7 @@ def run_spec(
         "git_sha": git_sha(),
         "spec_file": source,
         "overrides": overrides,
+        **prepared.summary,
         "run_dir": str(run.path),
     }
     if spec.train.mc_dropout:  # the same weights, the softmax averaged over dropout samples
@@ -133,6 +235,10 @@ def run_spec(
             spec.train.mc_dropout.samples,
             seed=spec.seed,
         )
+    if diagnosis is not None:
+        summary["diagnosis"] = diagnosis
+    if loaded is not None and loaded.state["spec"] != spec_yaml:  # --force with changes
+        run.write_spec(spec_yaml, source, overrides)
     run.write_summary(summary)
     reporter.finish(summary)
     return RunResult(summary, fitted.history, run.path, model)

@@ -122,7 +122,8 @@ class Scheduler:
     """Sets the optimizer's lr before each step and after each epoch; `None` spec = constant lr.
 
     Every parameter group is scaled by the same factor lr(t) / lr0, so groups that start with
-    their own rates keep their ratios.
+    their own rates keep their ratios. A tensor lr (a capturable optimizer under CUDA graphs) is
+    filled in place, so a captured step sees the new value.
     """
 
     def __init__(
@@ -136,18 +137,26 @@ class Scheduler:
         self.spec, self.lr0, self.optimizer = spec, lr0, optimizer
         self.steps_per_epoch, self.epochs = steps_per_epoch, epochs
         self.args = Args(spec, lr0) if spec is not None else None
-        self.group_lr0 = [group["lr"] for group in optimizer.param_groups]
-        self.current = lr0  # the lr of the last step (performance: the reduced rate)
+        self.rate = SCHEDULES[spec.name].rate if spec is not None else None
+        self.current = lr0  # performance: the lr after the cuts so far
         self.best = math.inf  # performance: best monitored value, sign-adjusted (lower is better)
         self.bad_epochs = 0
 
-    def before_step(self, step: int) -> float:
-        """Set and return the lr for global step `step` (0-based)."""
-        entry = SCHEDULES[self.spec.name] if self.spec is not None else None
-        if entry is not None and entry.rate is not None and self.args is not None:
-            clock = Clock(step, step // self.steps_per_epoch, self.steps_per_epoch, self.epochs)
-            self._set(entry.rate(self.args, clock))
-        return self.current
+    def lr_at(self, step: int) -> float:
+        """The lr of global step `step` (0-based), without setting it."""
+        if self.rate is None or self.args is None:
+            return self.current
+        clock = Clock(step, step // self.steps_per_epoch, self.steps_per_epoch, self.epochs)
+        return self.rate(self.args, clock)
+
+    def epoch_lrs(self, first: int, steps: int) -> list[float]:
+        """The lr of each of the `steps` steps from global step `first` (host floats)."""
+        return [self.lr_at(first + i) for i in range(steps)]
+
+    def before_step(self, step: int) -> None:
+        """Set the lr for global step `step` (0-based)."""
+        if self.rate is not None:
+            self._set(self.lr_at(step))
 
     def after_epoch(self, row: dict[str, Any]) -> None:
         """Performance scheduling (Keras ReduceLROnPlateau without cooldown): after `patience`
@@ -162,10 +171,30 @@ class Scheduler:
             return
         self.bad_epochs += 1
         if self.bad_epochs >= a.patience:
-            self._set(max(self.current * a.factor, a.min_lr))
+            self.current = max(self.current * a.factor, a.min_lr)
+            self._set(self.current)
             self.bad_epochs = 0
 
     def _set(self, lr: float) -> None:
-        self.current = lr
-        for group, group_lr0 in zip(self.optimizer.param_groups, self.group_lr0, strict=True):
-            group["lr"] = lr * (group_lr0 / self.lr0)  # exactly lr for groups at lr0
+        import torch
+
+        for group in self.optimizer.param_groups:
+            group.setdefault("initial_lr", float(group["lr"]))  # first seen: the group's lr0
+            value = lr * (group["initial_lr"] / self.lr0)  # exactly lr for groups at lr0
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(value)
+            else:
+                group["lr"] = value
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs (per-step schedules are functions of the step alone)."""
+        return {"current": self.current, "best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.current, self.best, self.bad_epochs = (
+            state["current"],
+            state["best"],
+            state["bad_epochs"],
+        )
+        if self.spec is not None and self.spec.name == "performance":
+            self._set(self.current)

@@ -448,6 +448,14 @@ class MCDropoutSpec(StrictModel):
     )
 
 
+class DiagnosticsSpec(StrictModel):
+    every: PositiveInt = Field(
+        100,
+        description="record per-layer statistics at training steps 0, every, 2·every, ... "
+        "(steps counted over the whole run, one step = one optimizer update)",
+    )
+
+
 class TrainSpec(StrictModel):
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 32
@@ -457,6 +465,19 @@ class TrainSpec(StrictModel):
     )
     early_stopping: EarlyStoppingSpec | None = None
     eval_batch_size: PositiveInt = Field(10_000, description="batch size for evaluation only")
+    checkpoint_every: PositiveInt = Field(
+        1, description="epochs between checkpoints (the last epoch and Ctrl-C always write one)"
+    )
+    on_nonfinite: Literal["stop", "skip_step"] = Field(
+        "stop",
+        description="a NaN/inf loss: stop (exit 3) or skip that step's update "
+        "(skip_step reads every loss: one host-device sync per step on a GPU)",
+    )
+    deterministic: bool = Field(
+        False,
+        description="deterministic kernels only (torch.use_deterministic_algorithms, "
+        "CUBLAS_WORKSPACE_CONFIG); bitwise on the same machine and software",
+    )
     l1: NonNegativeFloat = Field(
         0.0, description="adds l1·Σ|w| over every Dense weight (no biases, no BN) to the loss"
     )
@@ -471,6 +492,91 @@ class TrainSpec(StrictModel):
     mc_dropout: MCDropoutSpec | None = Field(
         None, description="also report the MC-dropout test accuracy (needs model.dropout)"
     )
+    diagnostics: DiagnosticsSpec | None = Field(
+        None, description="per-layer statistics into metrics.jsonl; null = off (no hooks)"
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="bf16: forward and loss under torch.autocast (bfloat16 matmuls, float32 "
+        "weights, optimizer and loss reduction), on CPU and CUDA",
+    )
+    cuda_graphs: bool = Field(
+        False,
+        description="capture the whole training step (forward, backward, clip, optimizer step) "
+        "in a CUDA graph and replay it; CUDA only, for small batches where launches dominate",
+    )
+
+
+class TransferSpec(StrictModel):
+    """Reuse a trained model's layers (seed §5, 5a, 5b). Layer names are the MLP's blocks:
+    hidden1 … hiddenN, outputs; patterns are Python regular expressions matched whole."""
+
+    source: str | None = Field(
+        None,
+        alias="from",
+        description="a run directory, its model.safetensors, or runs/NAME for the newest "
+        "runs/NAME-<time>/; relative to the working directory; `--from` wins",
+    )
+    reuse: str = Field(
+        r"hidden\d+", description="regex over the source's layer names: the layers copied over"
+    )
+    freeze: str | None = Field(
+        None,
+        description="regex over the layer names: no gradients, not in the optimizer; reused "
+        "layers only. Frozen batch norm uses its running statistics and does not update them",
+    )
+    cache_frozen: bool = Field(
+        False,
+        description="run the frozen first layers once over train/val/test and train the rest "
+        "on their outputs (same result, faster)",
+    )
+    unfreeze_after: PositiveInt | None = Field(
+        None, description="epochs with the frozen layers frozen; then every layer trains"
+    )
+    unfreeze_lr_factor: PositiveFloat = Field(
+        1.0, description="the learning rate is multiplied by this when the layers unfreeze"
+    )
+
+    @field_validator("reuse", "freeze")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as err:
+                raise ValueError(f"not a regular expression ({err})") from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TransferSpec:
+        if self.cache_frozen and self.freeze is None:
+            raise ValueError("cache_frozen needs freeze: there is no frozen layer to cache")
+        if self.unfreeze_after is not None and self.freeze is None:
+            raise ValueError("unfreeze_after needs freeze: there is no frozen layer to unfreeze")
+        if self.cache_frozen and self.unfreeze_after is not None:
+            raise ValueError(
+                "cache_frozen is refused with unfreeze_after: the frozen layers change once they "
+                "unfreeze, so their outputs cannot be computed once; drop one of the two"
+            )
+        return self
+
+
+class PretrainSpec(StrictModel):
+    """Unsupervised pretraining (seed §6): autoencoders on the training images, labels unused."""
+
+    mode: Literal["greedy", "stack"] = Field(
+        "greedy",
+        description="greedy: one hidden layer at a time, each reconstructing its own input; "
+        "stack: every hidden layer at once with a mirrored decoder",
+    )
+    epochs: PositiveInt = Field(5, description="per hidden layer (greedy) or for the stack")
+    batch_size: PositiveInt = 128
+    optimizer: OptimizerSpec = Field(default_factory=lambda: OptimizerSpec(name="adam", lr=1e-3))
+    images: PositiveInt | None = Field(
+        None,
+        description="unlabelled images: the first N of the training split; null = all of it "
+        "(data.train_limit limits the labelled images only)",
+    )
 
 
 class Spec(StrictModel):
@@ -484,6 +590,8 @@ class Spec(StrictModel):
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
+    transfer: TransferSpec | None = Field(None, description="reuse layers of a trained model")
+    pretrain: PretrainSpec | None = Field(None, description="autoencoder pretraining first")
 
     @field_validator("device")
     @classmethod
@@ -496,6 +604,29 @@ class Spec(StrictModel):
         return value
 
     @model_validator(mode="after")
+    def _transfer_fits(self) -> Spec:
+        if self.transfer is not None and self.pretrain is not None:
+            raise ValueError(
+                "pretrain: cannot be combined with transfer: both set the hidden layers' "
+                "starting weights; use one"
+            )
+        after = self.transfer.unfreeze_after if self.transfer is not None else None
+        if after is not None and after >= self.train.epochs:
+            raise ValueError(
+                f"transfer.unfreeze_after: {after} epochs is not less than train.epochs "
+                f"({self.train.epochs}), so the layers would never unfreeze"
+            )
+        if self.transfer is not None and self.transfer.cache_frozen:
+            # augmentation fields come from other sections; any that is on changes the inputs
+            for section, key in (("data", "augment"), ("train", "augment")):
+                if getattr(getattr(self, section), key, None):
+                    raise ValueError(
+                        f"transfer.cache_frozen: refused with {section}.{key}, which changes the "
+                        "inputs every epoch; set cache_frozen: false"
+                    )
+        return self
+
+    @model_validator(mode="after")
     def _mc_dropout_needs_dropout(self) -> Spec:
         dropout = self.model.dropout
         if self.train.mc_dropout and not (dropout and (dropout.rate or dropout.inputs)):
@@ -503,6 +634,42 @@ class Spec(StrictModel):
                 "train.mc_dropout needs dropout to sample: set model.dropout (e.g. {rate: 0.2}) "
                 "or remove train.mc_dropout"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _graphs_need_cuda(self) -> Spec:
+        if self.train.cuda_graphs and self.device in ("cpu", "mps"):
+            raise ValueError(
+                f"train.cuda_graphs: needs device cuda (got device: {self.device}); "
+                "set device: cuda or train.cuda_graphs: false"
+            )
+        if self.train.cuda_graphs and self.train.on_nonfinite == "skip_step":
+            raise ValueError(
+                "train.cuda_graphs: cannot skip steps inside a captured step; "
+                "use train.on_nonfinite: stop or train.cuda_graphs: false"
+            )
+        if self.train.cuda_graphs and self.train.diagnostics is not None:
+            raise ValueError(
+                "train.cuda_graphs: diagnostics hooks would run only once, at capture; "
+                "set train.diagnostics: null or train.cuda_graphs: false"
+            )
+        if self.train.cuda_graphs and self.data.augment is not None:
+            raise ValueError(
+                "train.cuda_graphs: augmentation draws new random numbers per batch outside a "
+                "captured step; set data.augment: null or train.cuda_graphs: false"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _performance_needs_its_metric(self) -> Spec:
+        schedule = self.train.schedule
+        if schedule and schedule.name == "performance" and self.data.val_size == 0:
+            monitor = schedule.monitor or "val_loss"
+            if monitor.startswith("val_"):
+                raise ValueError(
+                    f"train.schedule: performance watches {monitor}, but data.val_size is 0; "
+                    "hold out validation images or use monitor: train_loss"
+                )
         return self
 
 

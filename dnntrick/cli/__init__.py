@@ -29,9 +29,9 @@ def _register() -> None:
     if _registered:
         return
     _registered = True
-    from dnntrick.cli import check, compare, data, lr_find, train
+    from dnntrick.cli import check, compare, data, diagnose, lr_find, pretrain, train, transfer
 
-    for module in (train, check, compare, lr_find):
+    for module in (train, transfer, pretrain, check, compare, diagnose, lr_find):
         module.register(app)
     app.add_typer(data.app, name="data")
 

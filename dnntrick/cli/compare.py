@@ -66,6 +66,14 @@ def compare(
     csv_file: Annotated[
         Path | None, typer.Option("--csv", metavar="FILE", help="Also write the per-run CSV here.")
     ] = None,
+    plot_gradients: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot-gradients",
+            metavar="FILE.png",
+            help="Write gradient norms by depth (runs with train.diagnostics).",
+        ),
+    ] = None,
     as_json: Annotated[
         bool,
         typer.Option("--json", help="comparison.json on stdout; table and progress on stderr."),
@@ -90,6 +98,10 @@ def compare(
         overrides.append(f"device={device}")
     grid = parse_vary(list(vary or []))
     _check_options(paths, overrides, grid, target, plot, csv_file)
+    if plot_gradients is not None and (
+        plot_gradients.suffix.lower() != ".png" or not plot_gradients.parent.resolve().is_dir()
+    ):
+        raise UsageError(f"--plot-gradients {plot_gradients}: give a .png in an existing folder")
     dirs = [p for p in paths if Path(p).is_dir()]
     specs = [p for p in paths if not Path(p).is_dir()]
     variants = expand_specs(specs, overrides, grid, seeds) + read_run_dirs(dirs)
@@ -151,7 +163,16 @@ def compare(
         plot_comparison(
             variants, plot, f"dnntrick compare: {len(variants)} variants × {n_seeds} seeds"
         )
-    written = [f"{folder}/comparison.json|csv", *(str(p) for p in (plot, csv_file) if p)]
+    if plot_gradients is not None:
+        from dnntrick.diagnostics_plot import plot_gradient_comparison
+
+        groups = [(v.label, [Path(r.run_dir) for r in v.runs if r.run_dir]) for v in variants]
+        for label in plot_gradient_comparison(groups, plot_gradients, "gradient norm by depth"):
+            console.print(f"[dim]{label}: no recorded diagnostics (set train.diagnostics)[/]")
+    written = [
+        f"{folder}/comparison.json|csv",
+        *(str(p) for p in (plot, csv_file, plot_gradients) if p),
+    ]
     console.print(f"[dim]wrote {', '.join(written)}[/]")
     if as_json:
         typer.echo(json.dumps(document, indent=2))

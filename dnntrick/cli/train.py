@@ -8,28 +8,62 @@ from typing import Annotated
 
 import typer
 
-from dnntrick.cli.common import DeviceOpt, OutOpt, Overrides, SpecArg
+from dnntrick.cli.common import (
+    DeviceOpt,
+    JsonOpt,
+    OutOpt,
+    Overrides,
+    PrintConfigOpt,
+    QuietOpt,
+)
+
+OptionalSpec = Annotated[
+    Path | None,
+    typer.Argument(
+        help="The experiment spec (.yaml); with --resume, the run's own spec.yaml by default.",
+        metavar="SPEC",
+        show_default=False,
+    ),
+]
 
 
 def train(
-    spec: SpecArg,
+    spec: OptionalSpec = None,
     overrides: Overrides = None,
     out: OutOpt = Path("runs"),
     device: DeviceOpt = None,
-    print_config: Annotated[
-        bool, typer.Option("--print-config", help="Print the resolved spec and exit.")
-    ] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Summary JSON on stdout; progress on stderr.")
-    ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress or epoch table; one result line.")
+    print_config: PrintConfigOpt = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            metavar="RUN_DIR",
+            help="Continue this run directory from its last checkpoint.",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --resume: continue even if the spec changed.")
     ] = False,
 ) -> None:
-    """Train the MLP that SPEC describes; write runs/<name>-<time>/."""
+    """Train the MLP that SPEC describes; write runs/<name>-<time>/ (--resume: continue one)."""
     from dnntrick.config import dump_spec, load_spec
+    from dnntrick.errors import UsageError
 
     overrides = list(overrides or [])
+    if resume is not None:
+        if spec is not None and "=" in spec.name and not spec.exists():  # an override, not a file
+            overrides.insert(0, str(spec))
+            spec = None
+        if not (resume / "spec.yaml").is_file():
+            raise UsageError(f"--resume {resume}: not a run directory (no spec.yaml)")
+        spec = spec or resume / "spec.yaml"
+    elif spec is None:
+        raise UsageError(
+            "Missing argument 'SPEC' (or --resume RUN_DIR). (see `dnntrick train --help`)"
+        )
     if device is not None:
         overrides.append(f"device={device}")
     resolved = load_spec(spec, overrides)
@@ -41,7 +75,15 @@ def train(
     from dnntrick.runner import run_spec
 
     reporter = Reporter() if quiet else ConsoleReporter(stderr=as_json)
-    result = run_spec(resolved, out=out, reporter=reporter, source=str(spec), overrides=overrides)
+    result = run_spec(
+        resolved,
+        out=out,
+        reporter=reporter,
+        source=str(spec),
+        overrides=overrides,
+        resume=resume,
+        force=force,
+    )
     if as_json:
         typer.echo(json.dumps(result.summary, indent=2))
     elif quiet:
