@@ -171,3 +171,55 @@ def test_metrics_record_the_lr_actually_used(tmp_path: Path, tiny_root: Path):
     assert [r["lr_mean"] for r in rows] == pytest.approx(
         [sum(per_step[:5]) / 5, sum(per_step[5:]) / 5], rel=1e-12
     )
+
+
+def test_resume_mid_epoch_with_a_schedule_and_augmentation_is_bitwise(
+    cli, monkeypatch, tmp_path: Path, tiny_root: Path
+):
+    """The performance schedule's cuts and the augmentation generator are checkpointed."""
+    from tests.test_resume import SPEC as RESUME_SPEC
+    from tests.test_resume import assert_same_run, rows, signal_at
+
+    text = RESUME_SPEC.format(root=tiny_root).replace(
+        "val_size: 100}", "val_size: 100, augment: {shift: 2, erase: 0.5}}"
+    ) + (
+        "  schedule: {name: performance, factor: 0.5, patience: 1, min_delta: 10.0}\n"
+    )  # min_delta 10: no epoch after the first counts as better, so each halves the lr
+    spec = write_spec(tmp_path, text)
+    code, _, err = cli("train", str(spec), "--out", str(tmp_path / "whole"), "-q")
+    assert code == 0, err
+    [reference] = (tmp_path / "whole").iterdir()
+    assert [r["lr"] for r in rows(reference)] == pytest.approx([0.003, 0.003, 0.0015])
+
+    signal_at(monkeypatch, 16, True)  # after step 6 of epoch 2
+    code, _, err = cli("train", str(spec), "--out", str(tmp_path / "runs"), "-q")
+    monkeypatch.undo()
+    [run_dir] = (tmp_path / "runs").iterdir()
+    assert code == 130, err
+    code, _, err = cli("train", "--resume", str(run_dir), "-q")
+    assert code == 0, err
+    assert_same_run(reference, run_dir)
+
+
+def test_a_tensor_lr_is_filled_in_place():
+    """Under CUDA graphs the optimizer is capturable and its lr a tensor the graph reads."""
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=torch.tensor(LR0))
+    lr = optimizer.param_groups[0]["lr"]
+    Scheduler(ScheduleSpec(name="power", period=1), LR0, 1, 3, optimizer).before_step(1)
+    assert optimizer.param_groups[0]["lr"] is lr and float(lr) == pytest.approx(LR0 / 2)
+
+
+def test_spec_refuses_what_cannot_work(tmp_path: Path):
+    from dnntrick.errors import SpecError
+
+    path = write_spec(tmp_path, "data: {val_size: 0}\ntrain: {schedule: performance}\n")
+    with pytest.raises(SpecError, match=r"performance watches val_loss, but data\.val_size is 0"):
+        load_spec(path)
+    assert load_spec(path, ["train.schedule.monitor=train_loss"]).train.schedule.monitor
+    graphs = write_spec(
+        tmp_path,
+        "device: cuda\ndata: {augment: {shift: 1}}\ntrain: {cuda_graphs: true}\n",
+        "g.yaml",
+    )
+    with pytest.raises(SpecError, match=r"set data\.augment: null or train\.cuda_graphs: false"):
+        load_spec(graphs)
