@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from dnntrick.config import dump_spec
@@ -56,14 +57,17 @@ def run_spec(
     reporter: Reporter | None = None,
     source: str | None = None,
     overrides: list[str] | None = None,
+    arrays: dict[str, np.ndarray] | None = None,
 ) -> RunResult:
-    """Train `spec` and write its run directory under `out`."""
+    """Train `spec` and write its run directory under `out`. `arrays`: the data set's decoded
+    arrays (as `load_arrays` returns them) when the caller has them already, e.g. from Ray's
+    object store; else they are read from disk."""
     reporter = reporter or Reporter()
     overrides = list(overrides or [])
     started = time.perf_counter()
     device = resolve_device(spec.device)
     torch.manual_seed(spec.seed)  # weights (and any dropout) draw from torch's global RNG
-    data = load_splits(spec.data, device)
+    data = load_splits(spec.data, device, arrays)
     model = build_model(spec.model, data.in_features, data.n_classes).to(device)
     optimizer = build_optimizer(spec.train.optimizer, model.parameters(), device.type)
     generator = torch.Generator().manual_seed(spec.seed)  # data order: its own stream
