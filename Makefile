@@ -5,10 +5,10 @@ BIN    := $(VENV)/bin
 
 .PHONY: setup test lint format bench clean
 
-## setup: create .venv, install dnntrick with its dev extras, make Fashion-MNIST available
+## setup: create .venv, install dnntrick with its dev and ray extras, make Fashion-MNIST available
 setup:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --editable '.[dev]'
+	$(BIN)/python -m pip install --quiet --editable '.[dev,ray]'
 	$(BIN)/dnntrick data fetch fashion-mnist
 
 ## test: the whole suite (real-data tests included; about 10 minutes on 2 cores)

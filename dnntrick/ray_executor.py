@@ -121,7 +121,7 @@ class RayExecutor:
                 _drain(events, on_event)
                 for ref in done:
                     outcome = _outcome(ray, ref, refs[ref])
-                    if outcome.error and outcome.error.startswith("its Ray worker died"):
+                    if outcome.error and outcome.error.startswith("its Ray "):  # it sent no end
                         on_event(("end", outcome.id, {"status": "error", "test_accuracy": None}))
                     outcomes.append(outcome)
             _drain(events, on_event)
@@ -192,12 +192,16 @@ def _task(
 def _outcome(ray: Any, ref: Any, job: Job) -> Outcome:
     try:
         outcome, files = ray.get(ref)
-    except ray.exceptions.RayError as err:  # the worker died twice, or the node went away
-        first = (str(err).strip().splitlines() or [""])[0][:160]
+    except ray.exceptions.RayTaskError as err:  # the task raised: not a run's error (those are
+        cause = err.cause  # Outcomes), e.g. the task could not be unpickled on the worker
+        message = f"{type(cause).__name__}: {cause}".splitlines()[0][:200]
+        return Outcome(job.id, "error", error=f"its Ray task failed: {message}", exit_code=1)
+    except ray.exceptions.RayError as err:  # the worker died on both tries, or its node went
+        message = (str(err).strip().splitlines() or [""])[0][:160]
         return Outcome(
             job.id,
             "error",
-            error=f"its Ray worker died (tried twice): {type(err).__name__}: {first}",
+            error=f"its Ray worker died (tried twice): {type(err).__name__}: {message}",
             exit_code=1,
         )
     if files:
