@@ -60,9 +60,7 @@ def _job(i: int, root: Path | str, out: Path, seed: int = 5, dataset: str = "mni
 def _accuracies(folder: Path) -> dict[tuple[str, int], float]:
     (compare_dir,) = folder.glob("compare-*")
     doc = json.loads((compare_dir / "comparison.json").read_text())
-    return {
-        (v["label"], r["seed"]): r["test_accuracy"] for v in doc["variants"] for r in v["runs"]
-    }
+    return {(v["label"], r["seed"]): r["test_accuracy"] for v in doc["variants"] for r in v["runs"]}
 
 
 def test_ray_compare_gives_the_process_executors_numbers_and_run_dirs(
@@ -177,7 +175,7 @@ def test_without_ray_installed_it_says_how_to_install_it(
 ):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     spec = write_spec(tmp_path, SPEC)
-    code, out, err = cli("compare", str(spec), "--executor", "ray", "--out", str(tmp_path / "r"))
+    code, _, err = cli("compare", str(spec), "--executor", "ray", "--out", str(tmp_path / "r"))
     assert code == 2 and "Traceback" not in err
     assert err.strip() == (
         "error: --executor ray needs Ray, which is not installed: pip install 'dnntrick[ray]'"

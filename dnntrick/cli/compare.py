@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 INSTALL = "pip install 'dnntrick[ray]'"  # also in ray_executor.py, which imports ray lazily
 
 
-class ExecutorName(str, Enum):
+class ExecutorName(StrEnum):
     process = "process"
     ray = "ray"
 
