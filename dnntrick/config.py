@@ -150,6 +150,8 @@ def format_error(error: Any) -> str:
     if message.startswith("String should match pattern"):
         message = "must be letters, digits, '.', '_' or '-', starting with a letter or digit"
     message = message[0].lower() + message[1:] if message else message
+    if not loc and re.match(r"[a-z_]+(\.[a-z_]+)*: ", message):  # a cross-field check names its key
+        return message
     got = ""
     if kind not in ("missing", "value_error") and "input" in error:
         got = f" (got {error['input']!r})"
@@ -162,12 +164,13 @@ def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
     for part in loc:
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return []
-        field = current.model_fields.get(part)
+        fields = {f.alias or n: f for n, f in current.model_fields.items()}
+        field = fields.get(part)
         if field is None:
             return []
         current = _model_in(field.annotation)
     if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
+        return [field.alias or name for name, field in current.model_fields.items()]
     return []
 
 
@@ -192,7 +195,7 @@ def dump_spec(spec: Spec) -> str:
         return node
 
     return yaml.safe_dump(
-        tidy(spec.model_dump(mode="json"), top=True),
+        tidy(spec.model_dump(mode="json", by_alias=True), top=True),
         sort_keys=False,
         default_flow_style=False,
         width=100,

@@ -133,7 +133,12 @@ def _train(job: Job, send: Callable[[Event], None], arrays: Any) -> Outcome:
     try:
         spec = Spec.model_validate(job.spec)
         result = run_spec(
-            spec, job.out, EventReporter(job.id, send), job.source, list(job.overrides), arrays
+            spec,
+            job.out,
+            EventReporter(job.id, send),
+            job.source,
+            list(job.overrides),
+            arrays=arrays,
         )
     except DivergedError as err:
         return Outcome(job.id, "diverged", error=str(err), exit_code=err.exit_code)

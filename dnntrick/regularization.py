@@ -62,7 +62,8 @@ class StepTricks:
 
     def __init__(self, model: nn.Module, spec: TrainSpec):
         self.spec = spec
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        # all of them: frozen ones (transfer) have no .grad and are skipped; unfrozen ones join
+        self.params = list(model.parameters())
         self.penalized = dense_weights(model) if spec.l1 or spec.l2 else []
         self.capped = (
             dense_weights(model, outputs=spec.max_norm.outputs) if spec.max_norm is not None else []
@@ -75,7 +76,9 @@ class StepTricks:
     def add_penalty(self, loss: torch.Tensor) -> torch.Tensor:
         if not self.penalized:
             return loss
-        return loss + penalty(self.penalized, self.spec.l1, self.spec.l2)
+        # frozen weights (transfer) add a constant: left out, as when they are cached away
+        trainable = [w for w in self.penalized if w.requires_grad]
+        return loss + penalty(trainable, self.spec.l1, self.spec.l2) if trainable else loss
 
     def clip_gradients(self) -> None:
         if self.spec.clip is None:
@@ -87,7 +90,9 @@ class StepTricks:
 
     def apply_max_norm(self) -> None:
         if self.spec.max_norm is not None:
-            apply_max_norm(self.capped, self.spec.max_norm.max_value)
+            # frozen weights (transfer) must stay exactly as they were
+            trainable = [w for w in self.capped if w.requires_grad]
+            apply_max_norm(trainable, self.spec.max_norm.max_value)
 
     def epoch_metrics(self) -> dict[str, float]:
         """The epoch's pre-clip global gradient norm (mean, max) when clipping; then reset."""

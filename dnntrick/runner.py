@@ -7,7 +7,8 @@ created, so a run that fails at start-up leaves nothing behind.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from dnntrick.config import dump_spec
-from dnntrick.data import load_splits
+from dnntrick.data import Splits, load_splits
 from dnntrick.errors import UsageError
 from dnntrick.loop import evaluate, fit
 from dnntrick.model import build_model, count_parameters
@@ -32,6 +33,35 @@ class RunResult:
     history: list[dict[str, Any]]
     run_dir: Path
     model: torch.nn.Module
+
+
+@dataclass
+class Prepared:
+    """What the loop trains once a prepare hook (transfer, pretraining) has set the model up.
+
+    `model` may be a suffix of the built model (sharing its layers) and `data` its cached inputs.
+    """
+
+    model: torch.nn.Module
+    data: Splits
+    summary: dict[str, Any] = field(default_factory=dict)  # extra keys for summary.json
+    after_epoch: Callable[[int, torch.optim.Optimizer], None] | None = None
+
+
+Prepare = Callable[[Spec, torch.nn.Module, Splits, Reporter], Prepared]
+
+
+def spec_prepare(spec: Spec) -> Prepare | None:
+    """The prepare hook that the spec's `transfer:` or `pretrain:` section asks for, if any."""
+    if spec.transfer is not None:
+        from dnntrick.transfer import prepare_transfer
+
+        return prepare_transfer
+    if spec.pretrain is not None:
+        from dnntrick.pretrain import prepare_pretrained
+
+        return prepare_pretrained
+    return None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -57,11 +87,16 @@ def run_spec(
     reporter: Reporter | None = None,
     source: str | None = None,
     overrides: list[str] | None = None,
+    prepare: Prepare | None = None,
     arrays: dict[str, np.ndarray] | None = None,
 ) -> RunResult:
-    """Train `spec` and write its run directory under `out`. `arrays`: the data set's decoded
-    arrays (as `load_arrays` returns them) when the caller has them already, e.g. from Ray's
-    object store; else they are read from disk."""
+    """Train `spec` and write its run directory under `out`.
+
+    `prepare` (default: the spec's transfer/pretrain hook) runs after the model is built and
+    before the run directory exists, so its start-up errors leave nothing behind. `arrays`: the
+    data set's decoded arrays (as `load_arrays` returns them) when the caller has them already,
+    e.g. from Ray's object store; else they are read from disk.
+    """
     reporter = reporter or Reporter()
     overrides = list(overrides or [])
     started = time.perf_counter()
@@ -69,7 +104,10 @@ def run_spec(
     torch.manual_seed(spec.seed)  # weights (and any dropout) draw from torch's global RNG
     data = load_splits(spec.data, device, arrays)
     model = build_model(spec.model, data.in_features, data.n_classes).to(device)
-    optimizer = build_optimizer(spec.train.optimizer, model.parameters(), device.type)
+    prepare = prepare or spec_prepare(spec)
+    prepared = prepare(spec, model, data, reporter) if prepare else Prepared(model, data)
+    trainable = [p for p in prepared.model.parameters() if p.requires_grad]  # frozen ones: out
+    optimizer = build_optimizer(spec.train.optimizer, trainable, device.type)
     generator = torch.Generator().manual_seed(spec.seed)  # data order: its own stream
 
     run = RunDir(make_run_dir(out, spec.name))
@@ -89,10 +127,18 @@ def run_spec(
         },
     )
 
+    def end_epoch(row: dict[str, Any]) -> None:
+        run.append_metrics(row)
+        if prepared.after_epoch is not None:
+            prepared.after_epoch(row["epoch"], optimizer)
+
     fitted = fit(
-        model, optimizer, data, spec.train, generator, reporter, on_epoch_end=run.append_metrics
+        prepared.model, optimizer, prepared.data, spec.train, generator, reporter, end_epoch
     )
-    test_loss, test_accuracy = evaluate(model, data.x_test, data.y_test, spec.train.eval_batch_size)
+    test = prepared.data
+    test_loss, test_accuracy = evaluate(
+        prepared.model, test.x_test, test.y_test, spec.train.eval_batch_size
+    )
     run.save_weights(model.state_dict(), metadata={"name": spec.name})
     summary = {
         "name": spec.name,
@@ -113,6 +159,7 @@ def run_spec(
         "git_sha": git_sha(),
         "spec_file": source,
         "overrides": overrides,
+        **prepared.summary,
         "run_dir": str(run.path),
     }
     if spec.train.mc_dropout:  # the same weights, the softmax averaged over dropout samples

@@ -306,6 +306,78 @@ class TrainSpec(StrictModel):
     )
 
 
+class TransferSpec(StrictModel):
+    """Reuse a trained model's layers (seed §5, 5a, 5b). Layer names are the MLP's blocks:
+    hidden1 … hiddenN, outputs; patterns are Python regular expressions matched whole."""
+
+    source: str | None = Field(
+        None,
+        alias="from",
+        description="a run directory, its model.safetensors, or runs/NAME for the newest "
+        "runs/NAME-<time>/; relative to the working directory; `--from` wins",
+    )
+    reuse: str = Field(
+        r"hidden\d+", description="regex over the source's layer names: the layers copied over"
+    )
+    freeze: str | None = Field(
+        None,
+        description="regex over the layer names: no gradients, not in the optimizer; reused "
+        "layers only. Frozen batch norm uses its running statistics and does not update them",
+    )
+    cache_frozen: bool = Field(
+        False,
+        description="run the frozen first layers once over train/val/test and train the rest "
+        "on their outputs (same result, faster)",
+    )
+    unfreeze_after: PositiveInt | None = Field(
+        None, description="epochs with the frozen layers frozen; then every layer trains"
+    )
+    unfreeze_lr_factor: PositiveFloat = Field(
+        1.0, description="the learning rate is multiplied by this when the layers unfreeze"
+    )
+
+    @field_validator("reuse", "freeze")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as err:
+                raise ValueError(f"not a regular expression ({err})") from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TransferSpec:
+        if self.cache_frozen and self.freeze is None:
+            raise ValueError("cache_frozen needs freeze: there is no frozen layer to cache")
+        if self.unfreeze_after is not None and self.freeze is None:
+            raise ValueError("unfreeze_after needs freeze: there is no frozen layer to unfreeze")
+        if self.cache_frozen and self.unfreeze_after is not None:
+            raise ValueError(
+                "cache_frozen is refused with unfreeze_after: the frozen layers change once they "
+                "unfreeze, so their outputs cannot be computed once; drop one of the two"
+            )
+        return self
+
+
+class PretrainSpec(StrictModel):
+    """Unsupervised pretraining (seed §6): autoencoders on the training images, labels unused."""
+
+    mode: Literal["greedy", "stack"] = Field(
+        "greedy",
+        description="greedy: one hidden layer at a time, each reconstructing its own input; "
+        "stack: every hidden layer at once with a mirrored decoder",
+    )
+    epochs: PositiveInt = Field(5, description="per hidden layer (greedy) or for the stack")
+    batch_size: PositiveInt = 128
+    optimizer: OptimizerSpec = Field(default_factory=lambda: OptimizerSpec(name="adam", lr=1e-3))
+    images: PositiveInt | None = Field(
+        None,
+        description="unlabelled images: the first N of the training split; null = all of it "
+        "(data.train_limit limits the labelled images only)",
+    )
+
+
 class Spec(StrictModel):
     name: str = Field(
         ...,
@@ -317,6 +389,8 @@ class Spec(StrictModel):
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
+    transfer: TransferSpec | None = Field(None, description="reuse layers of a trained model")
+    pretrain: PretrainSpec | None = Field(None, description="autoencoder pretraining first")
 
     @field_validator("device")
     @classmethod
@@ -327,6 +401,29 @@ class Spec(StrictModel):
                 "(choices: auto, cpu, cuda, cuda:N)"
             )
         return value
+
+    @model_validator(mode="after")
+    def _transfer_fits(self) -> Spec:
+        if self.transfer is not None and self.pretrain is not None:
+            raise ValueError(
+                "pretrain: cannot be combined with transfer: both set the hidden layers' "
+                "starting weights; use one"
+            )
+        after = self.transfer.unfreeze_after if self.transfer is not None else None
+        if after is not None and after >= self.train.epochs:
+            raise ValueError(
+                f"transfer.unfreeze_after: {after} epochs is not less than train.epochs "
+                f"({self.train.epochs}), so the layers would never unfreeze"
+            )
+        if self.transfer is not None and self.transfer.cache_frozen:
+            # augmentation fields come from other sections; any that is on changes the inputs
+            for section, key in (("data", "augment"), ("train", "augment")):
+                if getattr(getattr(self, section), key, None):
+                    raise ValueError(
+                        f"transfer.cache_frozen: refused with {section}.{key}, which changes the "
+                        "inputs every epoch; set cache_frozen: false"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _mc_dropout_needs_dropout(self) -> Spec:

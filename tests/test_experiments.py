@@ -23,6 +23,12 @@ def test_there_are_experiments():
         "mnist/selu.yaml",
         "mnist/leaky_relu.yaml",
         "mnist/elu.yaml",
+        "mnist/reuse.yaml",
+        "mnist/freeze.yaml",
+        "mnist/cache_frozen.yaml",
+        "transfer/model_a.yaml",
+        "transfer/model_b.yaml",
+        "transfer/b_on_a.yaml",
         # the model and regularization tricks
         *(
             f"{n}.yaml"
@@ -49,15 +55,19 @@ def test_experiment_validates_and_runs_two_steps(path: Path, tiny_root: Path, tm
     assert text.startswith("# dnntrick "), "each experiment opens with its command"
     spec = load_spec(path)
     batch = spec.train.batch_size
-    quick = load_spec(
-        path,
-        [
-            f"data.root={tiny_root}",
-            "data.val_size=100",
-            "train.epochs=1",
-            f"data.train_limit={2 * batch}",
-        ],
-    )
+    overrides = [
+        f"data.root={tiny_root}",
+        "data.val_size=100",
+        "train.epochs=1",
+        f"data.train_limit={2 * batch}",
+    ]
+    if spec.transfer is not None:
+        if spec.transfer.unfreeze_after:
+            overrides += ["train.epochs=2", "transfer.unfreeze_after=1"]
+        # the source: this spec itself, trained without transfer (the reused layers fit)
+        source = load_spec(path, overrides).model_copy(update={"transfer": None})
+        overrides.append(f"transfer.from={run_spec(source, out=tmp_path / 'source').run_dir}")
+    quick = load_spec(path, overrides)
     result = run_spec(quick, out=tmp_path)
-    assert result.summary["epochs_run"] == 1
+    assert result.summary["epochs_run"] == quick.train.epochs <= 2
     assert result.summary["name"] == spec.name

@@ -29,9 +29,9 @@ def _register() -> None:
     if _registered:
         return
     _registered = True
-    from dnntrick.cli import check, compare, data, train
+    from dnntrick.cli import check, compare, data, pretrain, train, transfer
 
-    for module in (train, check, compare):
+    for module in (train, transfer, pretrain, check, compare):
         module.register(app)
     app.add_typer(data.app, name="data")
 

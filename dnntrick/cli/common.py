@@ -24,3 +24,12 @@ DeviceOpt = Annotated[
     str | None,
     typer.Option("--device", help="Override the spec's device (auto, cpu, cuda, cuda:N)."),
 ]
+PrintConfigOpt = Annotated[
+    bool, typer.Option("--print-config", help="Print the resolved spec and exit.")
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Summary JSON on stdout; progress on stderr.")
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress or epoch table; one result line.")
+]

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
-from dnntrick.cli.common import DeviceOpt, OutOpt, Overrides, SpecArg
+from dnntrick.cli.common import (
+    DeviceOpt,
+    JsonOpt,
+    OutOpt,
+    Overrides,
+    PrintConfigOpt,
+    QuietOpt,
+    SpecArg,
+)
 
 
 def train(
@@ -16,15 +23,9 @@ def train(
     overrides: Overrides = None,
     out: OutOpt = Path("runs"),
     device: DeviceOpt = None,
-    print_config: Annotated[
-        bool, typer.Option("--print-config", help="Print the resolved spec and exit.")
-    ] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Summary JSON on stdout; progress on stderr.")
-    ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress or epoch table; one result line.")
-    ] = False,
+    print_config: PrintConfigOpt = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Train the MLP that SPEC describes; write runs/<name>-<time>/."""
     from dnntrick.config import dump_spec, load_spec

@@ -1,0 +1,60 @@
+"""`dnntrick transfer`: train a spec starting from the layers of a trained model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dnntrick.cli.common import (
+    DeviceOpt,
+    JsonOpt,
+    OutOpt,
+    Overrides,
+    PrintConfigOpt,
+    QuietOpt,
+    SpecArg,
+)
+from dnntrick.cli.train import train
+
+FromOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--from",
+        help="Source: a run directory, a .safetensors file, or runs/NAME for the newest run of "
+        "NAME. Wins over the spec's transfer.from.",
+        show_default=False,
+    ),
+]
+
+
+def transfer(
+    spec: SpecArg,
+    overrides: Overrides = None,
+    source: FromOpt = None,
+    out: OutOpt = Path("runs"),
+    device: DeviceOpt = None,
+    print_config: PrintConfigOpt = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train SPEC reusing (and maybe freezing) layers of a trained model: its `transfer:`
+    section, with --from for the source. Takes every option `train` takes."""
+    from dnntrick.config import load_spec
+    from dnntrick.errors import UsageError
+
+    overrides = list(overrides or [])
+    if source is not None:
+        overrides.append(f"transfer.from={json.dumps(source)}")  # a JSON string is YAML
+    resolved = load_spec(spec, overrides)  # no torch yet: a spec without a source fails fast
+    if resolved.transfer is None or resolved.transfer.source is None:
+        raise UsageError(
+            f"{spec}: nothing to transfer from; give --from RUN_DIR or set transfer.from"
+        )
+    train(spec, overrides, out, device, print_config, as_json, quiet)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(transfer)
