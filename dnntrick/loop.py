@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dnntrick.data import Splits
+from dnntrick.distributed import DataParallel, eval_share, sum_across
 from dnntrick.regularization import StepTricks
 from dnntrick.report import Reporter
 from dnntrick.spec import EarlyStoppingSpec, TrainSpec
@@ -44,6 +45,8 @@ def evaluate(
     """(mean cross-entropy, accuracy) of `model` in eval mode over x [N, F], y [N]."""
     if len(x) == 0:
         return float("nan"), float("nan")
+    n = len(x)
+    x, y = eval_share(model, x, y)  # under torchrun: this rank's rows, summed across ranks below
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
@@ -54,7 +57,8 @@ def evaluate(
         loss_sum += F.cross_entropy(logits.float(), target, reduction="sum")
         correct += (logits.argmax(dim=1) == target).sum()
     model.train(was_training)
-    return loss_sum.item() / len(x), correct.item() / len(x)  # one sync per evaluation
+    sum_across(loss_sum, correct)
+    return loss_sum.item() / n, correct.item() / n  # one sync per evaluation
 
 
 class EarlyStopping:
@@ -98,6 +102,7 @@ def fit(
     stopper = EarlyStopping(spec.early_stopping)
     tricks = StepTricks(model, spec)
     result = FitResult()
+    parallel = DataParallel(model)  # one process: the model itself; torchrun: DDP over the ranks
     model.train()
     for epoch in range(1, spec.epochs + 1):
         t0 = time.perf_counter()
@@ -109,9 +114,9 @@ def fit(
         reporter.epoch_start(epoch, spec.epochs, steps)
         next_report = t0 + PROGRESS_INTERVAL_S
         for step in range(steps):
-            idx = order[step * bs : (step + 1) * bs]
+            idx = parallel.shard(order[step * bs : (step + 1) * bs])  # this rank's share
             xb, yb = x[idx], y[idx]
-            logits = model(xb)
+            logits = parallel(xb)
             loss = tricks.add_penalty(F.cross_entropy(logits, yb))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -124,6 +129,7 @@ def fit(
                 done = min((step + 1) * bs, n)
                 reporter.progress(step + 1, done / (now - t0), loss_sum.item() / done)
                 next_report = now + PROGRESS_INTERVAL_S
+        parallel.sum(loss_sum, correct)  # in place: every rank's share of the epoch
         train_time = time.perf_counter() - t0
         result.train_seconds += train_time
         result.train_samples += n

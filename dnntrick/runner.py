@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dnntrick import distributed
 from dnntrick.config import dump_spec
 from dnntrick.data import Splits, load_splits
 from dnntrick.errors import UsageError
@@ -23,7 +24,7 @@ from dnntrick.model import build_model, count_parameters
 from dnntrick.optimizers import build_optimizer
 from dnntrick.regularization import describe, mc_evaluate
 from dnntrick.report import Reporter
-from dnntrick.rundir import RunDir, git_sha, make_run_dir, versions
+from dnntrick.rundir import git_sha, make_run_dir, versions
 from dnntrick.spec import Spec, default_init
 
 
@@ -97,10 +98,10 @@ def run_spec(
     data set's decoded arrays (as `load_arrays` returns them) when the caller has them already,
     e.g. from Ray's object store; else they are read from disk.
     """
-    reporter = reporter or Reporter()
+    reporter = distributed.rank_reporter(reporter or Reporter())  # torchrun: rank 0 alone
     overrides = list(overrides or [])
     started = time.perf_counter()
-    device = resolve_device(spec.device)
+    device = distributed.local_device(resolve_device(spec.device))
     torch.manual_seed(spec.seed)  # weights (and any dropout) draw from torch's global RNG
     data = load_splits(spec.data, device, arrays)
     model = build_model(spec.model, data.in_features, data.n_classes).to(device)
@@ -109,8 +110,9 @@ def run_spec(
     trainable = [p for p in prepared.model.parameters() if p.requires_grad]  # frozen ones: out
     optimizer = build_optimizer(spec.train.optimizer, trainable, device.type)
     generator = torch.Generator().manual_seed(spec.seed)  # data order: its own stream
+    distributed.check_batches(len(prepared.data.x_train), spec.train.batch_size)
 
-    run = RunDir(make_run_dir(out, spec.name))
+    run = distributed.main_run_dir(lambda: make_run_dir(out, spec.name))  # torchrun: rank 0's
     run.write_spec(dump_spec(spec), source, overrides)
     parameters = count_parameters(model)
     tricks = describe(spec)
@@ -123,6 +125,7 @@ def run_spec(
             "optimizer": f"{spec.train.optimizer.name} lr {spec.train.optimizer.lr:g}",
             "device": str(device),
             "parameters": f"{parameters:,}",
+            **distributed.describe(),
             **({"tricks": tricks} if tricks else {}),
         },
     )
@@ -132,6 +135,7 @@ def run_spec(
         if prepared.after_epoch is not None:
             prepared.after_epoch(row["epoch"], optimizer)
 
+    distributed.seed_ranks(spec.seed)
     fitted = fit(
         prepared.model, optimizer, prepared.data, spec.train, generator, reporter, end_epoch
     )
@@ -154,6 +158,7 @@ def run_spec(
         "wall_seconds": time.perf_counter() - started,
         "parameters": parameters,
         "device": str(device),
+        **distributed.describe(),
         "seed": spec.seed,
         "versions": versions(),
         "git_sha": git_sha(),

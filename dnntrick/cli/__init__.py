@@ -4,6 +4,7 @@ commands, so `dnntrick --help` and `dnntrick check` stay fast.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         sys.exit(EXIT_SIGINT)
     except DnntrickError as err:
-        print(f"error: {err}", file=sys.stderr)
+        # under torchrun every rank reads the same input: bad input is said once, by rank 0
+        if err.exit_code != EXIT_USAGE or os.environ.get("RANK", "0") == "0":
+            print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
