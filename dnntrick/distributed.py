@@ -30,6 +30,8 @@ from dnntrick.errors import DnntrickError, UsageError
 from dnntrick.report import Reporter
 from dnntrick.rundir import RunDir
 
+AGREE_EVERY = 10  # steps between the ranks' checks for an interrupt (a tiny all-reduce)
+
 
 def launched() -> bool:
     """True inside a multi-process torchrun launch."""
@@ -149,6 +151,32 @@ class DataParallel:
     def sum(self, *sums: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return sum_across(*sums)
 
+    def agreed_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss every rank's finite check sees: the mean of the ranks' losses (NaN if any
+        is), so all ranks skip or stop at the same step. One process: `loss` itself."""
+        if self.ranks == 1:
+            return loss
+        return sum_across(loss.detach().clone())[0] / self.ranks
+
+    def agree(self, flag: bool, step: int | None = None) -> bool:
+        """Whether any rank raised `flag` (e.g. an interrupt). Ranks compare every
+        AGREE_EVERY steps and at each epoch end (`step` None), so they all stop at one place."""
+        if self.ranks == 1:
+            return flag
+        if step is not None and (step + 1) % AGREE_EVERY:
+            return False
+        device = next(self.model.parameters()).device
+        votes = torch.tensor(int(flag), device=device)
+        dist.all_reduce(votes, op=dist.ReduceOp.MAX)
+        return bool(votes.item())
+
+    def resumed_sums(self, *sums: torch.Tensor) -> None:
+        """A checkpoint taken mid-epoch holds the sums of all ranks: rank 0 carries them on,
+        the others start from zero (they are summed again at the epoch end)."""
+        if self.ranks > 1 and rank() > 0:
+            for tensor in sums:
+                tensor.zero_()
+
 
 def sum_across(*sums: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """All-reduce (sum) each tensor over the ranks, in place; returns them (as given alone)."""
@@ -178,6 +206,8 @@ class SilentRunDir(RunDir):
     def write_spec(self, spec_yaml: str, source: str | None, overrides: list[str]) -> None: ...
 
     def append_metrics(self, row: dict[str, Any]) -> None: ...
+
+    def restore_metrics(self, rows: list[dict[str, Any]]) -> None: ...
 
     def write_summary(self, summary: dict[str, Any]) -> None: ...
 

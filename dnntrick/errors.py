@@ -50,3 +50,50 @@ class DivergedError(DnntrickError):
     """The loss became NaN or infinite."""
 
     exit_code = EXIT_DIVERGED
+
+
+class CorruptedError(DnntrickError):
+    """A checkpoint or weights file cannot be read back; names the newest good one if any."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, path: object, reason: str):
+        super().__init__(str(path), reason)
+        self.path, self.reason = path, reason
+        self.fallback: str | None = None
+
+    def __str__(self) -> str:
+        after = (
+            f"the previous good checkpoint is {self.fallback}"
+            if self.fallback
+            else "no earlier good checkpoint was found"
+        )
+        return f"{self.path}: corrupted ({self.reason}); {after}"
+
+
+class UnsafeFileError(DnntrickError):
+    """A file would run code if loaded (a pickle naming a Python callable); it was not loaded."""
+
+    exit_code = EXIT_USAGE
+
+
+class CheckpointError(DnntrickError):
+    """A checkpoint could not be written (disk full, permissions)."""
+
+
+class WriteError(DnntrickError):
+    """A file could not be written (disk full, permissions); nothing half-written is left."""
+
+    def __init__(self, path: object, err: OSError):
+        self.errno = err.errno
+        reason = "the disk is full" if err.errno == 28 else err.strerror or str(err)  # ENOSPC
+        super().__init__(f"cannot write {path}: {reason}")
+        self.reason = reason
+
+
+class Interrupted(DnntrickError):
+    """SIGINT/SIGTERM stopped training; the message says where the checkpoint is."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

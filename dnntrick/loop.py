@@ -1,8 +1,10 @@
 """The training loop: one plain function whose order reads top to bottom.
 
-Per step: slice a batch → forward → loss (+ ℓ1/ℓ2 penalty) → backward → clip → optimizer step →
-max-norm → add to running sums (the tricks themselves live in regularization.py).
-Per epoch: evaluate on the validation split, record a metrics row, check early stopping.
+Per step: slice a batch → forward → loss (+ ℓ1/ℓ2 penalty) → finite check → backward → clip →
+optimizer step → max-norm → add to running sums (the tricks themselves live in regularization.py).
+Per epoch: evaluate on the validation split, record a metrics row, check early stopping, write a
+checkpoint. A resumed run restores everything the loop draws on (weights, optimizer, data order,
+RNGs, early stopping, running sums), so it continues bitwise as if never stopped.
 The running sums stay on the device and are read once per epoch (plus a throttled read for the
 progress bar, at most a few times a second): no host-device sync per step.
 """
@@ -19,8 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dnntrick.checkpoint import Checkpointer, Loaded, Position
 from dnntrick.data import Splits
 from dnntrick.distributed import DataParallel, eval_share, sum_across
+from dnntrick.guard import INTERRUPT, FiniteWatch
 from dnntrick.regularization import StepTricks
 from dnntrick.report import Reporter
 from dnntrick.spec import EarlyStoppingSpec, TrainSpec
@@ -85,6 +89,13 @@ class EarlyStopping:
         self.bad_epochs += 1
         return self.spec is not None and self.bad_epochs >= self.spec.patience
 
+    def state_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("best", "best_epoch", "best_state", "bad_epochs")}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
 
 def fit(
     model: nn.Module,
@@ -94,8 +105,13 @@ def fit(
     generator: torch.Generator,
     reporter: Reporter,
     on_epoch_end: Callable[[dict[str, Any]], None] = lambda row: None,
+    keeper: Checkpointer | None = None,
+    resume: Loaded | None = None,
 ) -> FitResult:
-    """Train `model` on data.x_train for spec.epochs epochs (or until early stopping)."""
+    """Train `model` on data.x_train for spec.epochs epochs (or until early stopping).
+
+    `keeper` writes checkpoints (every spec.checkpoint_every epochs, and when interrupted);
+    `resume` is a checkpoint to continue from."""
     x, y = data.x_train, data.y_train
     n, bs, device = len(x), spec.batch_size, x.device
     steps = (n + bs - 1) // bs  # the last, smaller batch is kept (PyTorch/Keras convention)
@@ -103,21 +119,31 @@ def fit(
     tricks = StepTricks(model, spec)
     result = FitResult()
     parallel = DataParallel(model)  # one process: the model itself; torchrun: DDP over the ranks
+    keeper = keeper or Checkpointer(None)
+    parts = {"model": model, "optimizer": optimizer, "early_stopping": stopper, "tricks": tricks}
+    watch = FiniteWatch(spec.on_nonfinite, model, optimizer, steps, keeper)
+    at = keeper.restore(resume, parts, generator, result) if resume else Position()
+    watch.host_reads |= parallel.ranks > 1  # torchrun: every rank must stop at the same step
     model.train()
-    for epoch in range(1, spec.epochs + 1):
-        t0 = time.perf_counter()
+    for epoch in range(at.epoch, spec.epochs + 1):
         # The data order comes from dnntrick's own generator (CPU), so it depends on the seed alone.
+        order_rng = generator.get_state()  # a mid-epoch checkpoint redraws this epoch's order
         order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
+        first_step, loss_sum, correct, spent = at.begin_epoch(epoch, device)
+        parallel.resumed_sums(loss_sum, correct)  # torchrun: the saved sums count once, on rank 0
+        t0 = time.perf_counter() - spent
         lr = optimizer.param_groups[0]["lr"]
         reporter.epoch_start(epoch, spec.epochs, steps)
         next_report = t0 + PROGRESS_INTERVAL_S
-        for step in range(steps):
+        watch.skipped = 0
+        for step in range(first_step, steps):
             idx = parallel.shard(order[step * bs : (step + 1) * bs])  # this rank's share
             xb, yb = x[idx], y[idx]
             logits = parallel(xb)
             loss = tricks.add_penalty(F.cross_entropy(logits, yb))
+            # finite check (of all ranks' losses): raises (stop) or skips the update
+            if watch.skip(parallel.agreed_loss(loss), epoch, step):
+                continue
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             tricks.clip_gradients()  # also adds the pre-clip global norm to device sums
@@ -129,7 +155,15 @@ def fit(
                 done = min((step + 1) * bs, n)
                 reporter.progress(step + 1, done / (now - t0), loss_sum.item() / done)
                 next_report = now + PROGRESS_INTERVAL_S
+            # Ctrl-C/SIGTERM: checkpoint after this step, then stop (torchrun: all ranks agree)
+            if parallel.agree(INTERRUPT.requested, step):
+                watch.check()
+                parallel.sum(loss_sum, correct)  # the checkpoint holds every rank's share
+                spent = time.perf_counter() - t0
+                here = Position(epoch, step + 1, order_rng, loss_sum, correct, spent)
+                raise INTERRUPT.error(keeper.save(here, parts, generator, result))
         parallel.sum(loss_sum, correct)  # in place: every rank's share of the epoch
+        watch.check()  # nothing non-finite may reach the metrics or a checkpoint
         train_time = time.perf_counter() - t0
         result.train_seconds += train_time
         result.train_samples += n
@@ -143,12 +177,20 @@ def fit(
         )
         row["lr"] = lr
         row.update(tricks.epoch_metrics())
+        if spec.on_nonfinite == "skip_step":
+            row["skipped_steps"] = watch.skipped
         row["seconds"] = time.perf_counter() - t0
         result.history.append(row)
         on_epoch_end(row)
         reporter.epoch_end(row, samples_per_second=n / train_time)
-        if len(data.x_val) and stopper.update(epoch, row, model):
-            result.stopped_early = True
+        stop = bool(len(data.x_val)) and stopper.update(epoch, row, model)
+        result.stopped_early = stop
+        interrupted = parallel.agree(INTERRUPT.requested)
+        if keeper.due(epoch, final=stop or epoch == spec.epochs) or interrupted:
+            keeper.save(Position(epoch + 1), parts, generator, result, stopper.best_epoch)
+        if interrupted:
+            raise INTERRUPT.error(keeper.last)
+        if stop:
             break
     if stopper.best_state is not None:
         model.load_state_dict(stopper.best_state)

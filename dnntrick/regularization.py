@@ -94,6 +94,15 @@ class StepTricks:
             trainable = [w for w in self.capped if w.requires_grad]
             apply_max_norm(trainable, self.spec.max_norm.max_value)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The epoch's running gradient-norm sums (a mid-epoch checkpoint carries them)."""
+        return {"norm_sum": self.norm_sum, "norm_max": self.norm_max, "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.norm_sum.copy_(state["norm_sum"])
+        self.norm_max.copy_(state["norm_max"])
+        self.steps = state["steps"]
+
     def epoch_metrics(self) -> dict[str, float]:
         """The epoch's pre-clip global gradient norm (mean, max) when clipping; then reset."""
         if self.spec.clip is None or not self.steps:

@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dnntrick.errors import UsageError
+from dnntrick.errors import UsageError, WriteError
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a mix."""
+    """Write `data` to `path` so that readers see the old file or the new one, never a mix.
+    A failed write (disk full…) removes its temp file and raises WriteError naming `path`."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as handle:
@@ -26,9 +27,11 @@ def atomic_write(path: Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(err, OSError):
+            raise WriteError(path, err) from None
         raise
 
 
@@ -74,6 +77,12 @@ class RunDir:
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
+        text = "".join(json.dumps(r) + "\n" for r in self.rows)
+        atomic_write(self.path / "metrics.jsonl", text.encode())
+
+    def restore_metrics(self, rows: list[dict[str, Any]]) -> None:
+        """Start from a checkpoint's rows (later rows, from after that checkpoint, are dropped)."""
+        self.rows = list(rows)
         text = "".join(json.dumps(r) + "\n" for r in self.rows)
         atomic_write(self.path / "metrics.jsonl", text.encode())
 

@@ -6,6 +6,7 @@ created, so a run that fails at start-up leaves nothing behind.
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,9 +17,11 @@ import numpy as np
 import torch
 
 from dnntrick import distributed
+from dnntrick.checkpoint import FOLDER, Checkpointer, open_resume
 from dnntrick.config import dump_spec
 from dnntrick.data import Splits, load_splits
 from dnntrick.errors import UsageError
+from dnntrick.guard import set_determinism, signals_caught
 from dnntrick.loop import evaluate, fit
 from dnntrick.model import build_model, count_parameters
 from dnntrick.optimizers import build_optimizer
@@ -90,8 +93,11 @@ def run_spec(
     overrides: list[str] | None = None,
     prepare: Prepare | None = None,
     arrays: dict[str, np.ndarray] | None = None,
+    resume: Path | None = None,
+    force: bool = False,
 ) -> RunResult:
-    """Train `spec` and write its run directory under `out`.
+    """Train `spec` and write its run directory under `out`, or continue the run in `resume`
+    from its last checkpoint (`force`: even if the spec differs from the checkpoint's).
 
     `prepare` (default: the spec's transfer/pretrain hook) runs after the model is built and
     before the run directory exists, so its start-up errors leave nothing behind. `arrays`: the
@@ -101,6 +107,9 @@ def run_spec(
     reporter = distributed.rank_reporter(reporter or Reporter())  # torchrun: rank 0 alone
     overrides = list(overrides or [])
     started = time.perf_counter()
+    spec_yaml = dump_spec(spec)
+    loaded = open_resume(resume, spec_yaml, force) if resume is not None else None
+    set_determinism(spec.train.deterministic)  # before CUDA starts (cuBLAS reads its env once)
     device = distributed.local_device(resolve_device(spec.device))
     torch.manual_seed(spec.seed)  # weights (and any dropout) draw from torch's global RNG
     data = load_splits(spec.data, device, arrays)
@@ -112,8 +121,13 @@ def run_spec(
     generator = torch.Generator().manual_seed(spec.seed)  # data order: its own stream
     distributed.check_batches(len(prepared.data.x_train), spec.train.batch_size)
 
-    run = distributed.main_run_dir(lambda: make_run_dir(out, spec.name))  # torchrun: rank 0's
-    run.write_spec(dump_spec(spec), source, overrides)
+    if loaded is None:
+        run = distributed.main_run_dir(lambda: make_run_dir(out, spec.name))  # rank 0's
+        run.write_spec(spec_yaml, source, overrides)
+    else:  # the same folder: metrics continue from the checkpoint's rows
+        run = distributed.main_run_dir(lambda: Path(resume or "."))
+        run.restore_metrics(loaded.state["result"]["history"])
+        reporter.message(f"resuming {loaded.path} ({loaded.describe()})")
     parameters = count_parameters(model)
     tricks = describe(spec)
     reporter.start(
@@ -135,10 +149,24 @@ def run_spec(
         if prepared.after_epoch is not None:
             prepared.after_epoch(row["epoch"], optimizer)
 
+    if loaded is not None and prepared.after_epoch is not None:  # e.g. unfreezing: redo it
+        for epoch in range(1, loaded.position.epoch):
+            prepared.after_epoch(epoch, optimizer)
     distributed.seed_ranks(spec.seed)
-    fitted = fit(
-        prepared.model, optimizer, prepared.data, spec.train, generator, reporter, end_epoch
-    )
+    folder = run.path / FOLDER if distributed.is_main() else None  # torchrun: rank 0 writes
+    keeper = Checkpointer(folder, spec_yaml, spec.train.checkpoint_every)
+    with signals_caught(f"dnntrick train --resume {shlex.quote(str(run.path))}"):
+        fitted = fit(
+            prepared.model,
+            optimizer,
+            prepared.data,
+            spec.train,
+            generator,
+            reporter,
+            on_epoch_end=end_epoch,
+            keeper=keeper,
+            resume=loaded,
+        )
     test = prepared.data
     test_loss, test_accuracy = evaluate(
         prepared.model, test.x_test, test.y_test, spec.train.eval_batch_size
@@ -177,6 +205,8 @@ def run_spec(
             spec.train.mc_dropout.samples,
             seed=spec.seed,
         )
+    if loaded is not None and loaded.state["spec"] != spec_yaml:  # --force with changes
+        run.write_spec(spec_yaml, source, overrides)
     run.write_summary(summary)
     reporter.finish(summary)
     return RunResult(summary, fitted.history, run.path, model)

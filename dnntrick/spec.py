@@ -290,6 +290,19 @@ class TrainSpec(StrictModel):
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     early_stopping: EarlyStoppingSpec | None = None
     eval_batch_size: PositiveInt = Field(10_000, description="batch size for evaluation only")
+    checkpoint_every: PositiveInt = Field(
+        1, description="epochs between checkpoints (the last epoch and Ctrl-C always write one)"
+    )
+    on_nonfinite: Literal["stop", "skip_step"] = Field(
+        "stop",
+        description="a NaN/inf loss: stop (exit 3) or skip that step's update "
+        "(skip_step reads every loss: one host-device sync per step on a GPU)",
+    )
+    deterministic: bool = Field(
+        False,
+        description="deterministic kernels only (torch.use_deterministic_algorithms, "
+        "CUBLAS_WORKSPACE_CONFIG); bitwise on the same machine and software",
+    )
     l1: NonNegativeFloat = Field(
         0.0, description="adds l1·Σ|w| over every Dense weight (no biases, no BN) to the loss"
     )

@@ -155,7 +155,7 @@ def test_real_entry_point_exit_code_and_no_traceback(tmp_path: Path):
 def test_usage_errors_are_one_line(cli):
     code, _, err = cli("train")
     assert code == 2 and err.strip() == (
-        "error: Missing argument 'SPEC'. (see `dnntrick train --help`)"
+        "error: Missing argument 'SPEC' (or --resume RUN_DIR). (see `dnntrick train --help`)"
     )
     code, _, err = cli("train", "x.yaml", "--bogus")
     assert code == 2 and "No such option: --bogus" in err and err.count("\n") == 1

@@ -48,7 +48,18 @@ def run(tmp_path: Path, tiny_root: Path, extra: list[str] | None = None, text: s
 def test_run_directory_files_and_keys(tmp_path: Path, tiny_root: Path):
     result = run(tmp_path, tiny_root, ["train.epochs=3"])
     files = sorted(p.name for p in result.run_dir.iterdir())
-    assert files == ["metrics.jsonl", "model.safetensors", "spec.yaml", "summary.json"]
+    assert files == [
+        "checkpoints",
+        "metrics.jsonl",
+        "model.safetensors",
+        "spec.yaml",
+        "summary.json",
+    ]
+    best = f"epoch-{result.summary['best_epoch']:04d}"  # the last and the best epoch are kept
+    kept = {p.name for p in (result.run_dir / "checkpoints").iterdir()}
+    assert kept == {
+        f"{name}.{ext}" for name in {best, "epoch-0003"} for ext in ("pt", "safetensors")
+    }
     assert result.run_dir.parent == tmp_path / "runs"
     assert result.run_dir.name.startswith("tiny-")
     rows = [

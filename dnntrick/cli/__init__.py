@@ -10,7 +10,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from dnntrick.errors import EXIT_SIGINT, EXIT_USAGE, DnntrickError
+from dnntrick.errors import EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, DnntrickError
 
 app = typer.Typer(
     name="dnntrick",
@@ -53,8 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         sys.exit(EXIT_SIGINT)
     except DnntrickError as err:
-        # under torchrun every rank reads the same input: bad input is said once, by rank 0
-        if err.exit_code != EXIT_USAGE or os.environ.get("RANK", "0") == "0":
+        # torchrun: every rank reads the same input and gets the same signal; rank 0 says it
+        said_by_rank_0 = err.exit_code in (EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM)
+        if not said_by_rank_0 or os.environ.get("RANK", "0") == "0":
             print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     sys.exit(code if isinstance(code, int) else 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -14,23 +15,55 @@ from dnntrick.cli.common import (
     Overrides,
     PrintConfigOpt,
     QuietOpt,
-    SpecArg,
 )
+
+OptionalSpec = Annotated[
+    Path | None,
+    typer.Argument(
+        help="The experiment spec (.yaml); with --resume, the run's own spec.yaml by default.",
+        metavar="SPEC",
+        show_default=False,
+    ),
+]
 
 
 def train(
-    spec: SpecArg,
+    spec: OptionalSpec = None,
     overrides: Overrides = None,
     out: OutOpt = Path("runs"),
     device: DeviceOpt = None,
     print_config: PrintConfigOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            metavar="RUN_DIR",
+            help="Continue this run directory from its last checkpoint.",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --resume: continue even if the spec changed.")
+    ] = False,
 ) -> None:
-    """Train the MLP that SPEC describes; write runs/<name>-<time>/."""
+    """Train the MLP that SPEC describes; write runs/<name>-<time>/ (--resume: continue one)."""
     from dnntrick.config import dump_spec, load_spec
+    from dnntrick.errors import UsageError
 
     overrides = list(overrides or [])
+    if resume is not None:
+        if spec is not None and "=" in spec.name and not spec.exists():  # an override, not a file
+            overrides.insert(0, str(spec))
+            spec = None
+        if not (resume / "spec.yaml").is_file():
+            raise UsageError(f"--resume {resume}: not a run directory (no spec.yaml)")
+        spec = spec or resume / "spec.yaml"
+    elif spec is None:
+        raise UsageError(
+            "Missing argument 'SPEC' (or --resume RUN_DIR). (see `dnntrick train --help`)"
+        )
     if device is not None:
         overrides.append(f"device={device}")
     resolved = load_spec(spec, overrides)
@@ -45,7 +78,13 @@ def train(
     reporter = Reporter() if quiet else ConsoleReporter(stderr=as_json)
     with distributed.process_group(resolve_device(resolved.device)):  # torchrun: join the ranks
         result = run_spec(
-            resolved, out=out, reporter=reporter, source=str(spec), overrides=overrides
+            resolved,
+            out=out,
+            reporter=reporter,
+            source=str(spec),
+            overrides=overrides,
+            resume=resume,
+            force=force,
         )
         main = distributed.is_main()
     if not main:  # torchrun: rank 0 prints

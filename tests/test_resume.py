@@ -1,0 +1,271 @@
+"""Interrupt and resume: Ctrl-C/SIGTERM save a checkpoint and exit 130/143; `--resume` continues
+bitwise as if the run had never stopped; a changed spec is refused unless --force."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dnntrick.config import load_spec
+from dnntrick.runner import run_spec
+from tests.conftest import REPO, make_tiny_idx, write_spec
+
+# rrelu draws its slopes from torch's global RNG while training (like dropout): a resume that
+# did not restore that RNG would differ. Adam and early stopping carry state across epochs.
+SPEC = """\
+name: resume
+seed: 5
+data: {{root: {root}, val_size: 100}}
+model: {{hidden: [32, 16], activation: rrelu}}
+train:
+  epochs: 3
+  batch_size: 50
+  optimizer: {{name: adam, lr: 0.003}}
+  early_stopping: {{patience: 10, monitor: val_loss, restore_best: true}}
+"""
+
+
+def rows(run_dir: Path) -> list[dict]:
+    """metrics.jsonl without the timing column."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    assert rows(a) == rows(b)
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    for key in ("test_accuracy", "test_loss", "best_val_accuracy", "best_epoch", "epochs_run"):
+        assert sa[key] == sb[key], key
+
+
+def signal_at(
+    monkeypatch: pytest.MonkeyPatch, call: int, training: bool, sig=signal.SIGINT, times=1
+):
+    """Send `sig` to this process (`times` times) in the `call`-th loss computation of training
+    steps (training=True) or of evaluations (False)."""
+    real = torch.nn.functional.cross_entropy
+    count = 0
+
+    def hooked(*args, **kwargs):
+        nonlocal count
+        if torch.is_grad_enabled() == training:
+            count += 1
+            if count == call:
+                for _ in range(times):
+                    os.kill(os.getpid(), sig)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", hooked)
+
+
+@pytest.fixture
+def spec_path(tmp_path: Path, tiny_root: Path) -> Path:
+    return write_spec(tmp_path, SPEC.format(root=tiny_root))
+
+
+@pytest.fixture
+def reference(tmp_path: Path, spec_path: Path) -> Path:
+    return run_spec(load_spec(spec_path), out=tmp_path / "reference").run_dir
+
+
+@pytest.mark.parametrize(
+    ("call", "training", "where"),
+    [
+        (1, False, "epoch-0001"),  # during epoch 1's evaluation: saved at the epoch boundary
+        (2, False, "epoch-0002"),
+        (13, True, "epoch-0001-step-000003"),  # mid-epoch: after step 3 of epoch 2 (10 steps each)
+    ],
+)
+def test_interrupt_then_resume_is_bitwise(
+    cli, monkeypatch, tmp_path: Path, spec_path: Path, reference: Path, call, training, where
+):
+    signal_at(monkeypatch, call, training)
+    code, _, err = cli("train", str(spec_path), "--out", str(tmp_path / "runs"), "-q")
+    monkeypatch.undo()
+    [run_dir] = (tmp_path / "runs").iterdir()
+    assert code == 130
+    assert f"interrupted (SIGINT); checkpoint saved: {run_dir}/checkpoints/{where}.pt" in err
+    assert f"resume with: dnntrick train --resume {run_dir}" in err
+    assert not (run_dir / "summary.json").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+    code, out, err = cli("train", "--resume", str(run_dir), "-q")
+    assert code == 0, err
+    assert str(run_dir) in out
+    assert_same_run(reference, run_dir)
+
+
+def test_sigterm_exits_143_and_a_second_signal_exits_at_once(
+    cli, monkeypatch, tmp_path: Path, spec_path: Path
+):
+    signal_at(monkeypatch, 2, False, signal.SIGTERM)
+    code, _, err = cli("train", str(spec_path), "--out", str(tmp_path / "a"), "-q")
+    assert code == 143 and "interrupted (SIGTERM); checkpoint saved" in err
+
+    # two Ctrl-C in epoch 2's evaluation: the second stops before epoch 2's checkpoint
+    signal_at(monkeypatch, 2, False, signal.SIGINT, times=2)
+    code, _, err = cli("train", str(spec_path), "--out", str(tmp_path / "b"), "-q")
+    monkeypatch.undo()
+    [run_dir] = (tmp_path / "b").iterdir()
+    assert code == 130 and "interrupted again (SIGINT): stopped at once" in err
+    files = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert files == ["epoch-0001.pt", "epoch-0001.safetensors"]  # whole, no temp files
+    code, _, err = cli("train", "--resume", str(run_dir), "-q")
+    assert code == 0, err
+
+
+def test_changed_spec_is_refused_unless_forced(cli, monkeypatch, tmp_path: Path, spec_path: Path):
+    signal_at(monkeypatch, 1, False)
+    cli("train", str(spec_path), "--out", str(tmp_path / "runs"), "-q")
+    monkeypatch.undo()
+    [run_dir] = (tmp_path / "runs").iterdir()
+    before = (run_dir / "metrics.jsonl").read_text()
+    code, _, err = cli("train", "--resume", str(run_dir), "train.epochs=4", "seed=6", "-q")
+    assert code == 2
+    assert "the spec differs from the checkpoint's (seed: 5 → 6; train.epochs: 3 → 4)" in err
+    assert "--force" in err and (run_dir / "metrics.jsonl").read_text() == before
+
+    code, _, err = cli("train", "--resume", str(run_dir), "train.epochs=4", "--force", "-q")
+    assert code == 0, err
+    assert [r["epoch"] for r in rows(run_dir)] == [1, 2, 3, 4]
+    assert "epochs: 4" in (run_dir / "spec.yaml").read_text()  # the spec it finished with
+
+    code, _, err = cli("train", "--resume", str(run_dir), "-q")
+    assert code == 2 and "already finished" in err
+    code, _, err = cli("train", "--resume", str(tmp_path / "runs"), "-q")
+    assert code == 2 and "not a run directory (no spec.yaml)" in err
+
+
+def test_corrupted_checkpoint_through_the_cli(cli, monkeypatch, tmp_path: Path, spec_path: Path):
+    signal_at(monkeypatch, 1, True)  # interrupted after step 1
+    cli("train", str(spec_path), "--out", str(tmp_path / "runs"), "-q")
+    monkeypatch.undo()
+    [run_dir] = (tmp_path / "runs").iterdir()
+    [pt] = (run_dir / "checkpoints").glob("*.pt")
+    pt.write_bytes(pt.read_bytes()[:100])
+    code, out, err = cli("train", "--resume", str(run_dir), "-q")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert f"{pt}: corrupted (" in err and "no earlier good checkpoint" in err
+
+
+def test_sigint_to_a_real_process_then_resume_is_bitwise(tmp_path: Path):
+    """The done-when test: a real `dnntrick train` process, SIGINT once an epoch is written."""
+    root = make_tiny_idx(tmp_path / "data", n_train=1500, n_test=200)
+    spec = write_spec(
+        tmp_path,
+        SPEC.format(root=root)
+        .replace("epochs: 3", "epochs: 12")
+        .replace("batch_size: 50", "batch_size: 20"),
+    )
+    # one thread: on a busy machine, competing OpenMP threads make each step 10-100x slower
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "dnntrick", "train", str(spec), "-q"]
+    proc = subprocess.Popen(
+        [*command, "--out", str(tmp_path / "runs")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        metrics: list[Path] = []
+        while not metrics or not metrics[0].read_text().strip():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+            metrics = list((tmp_path / "runs").glob("*/metrics.jsonl"))
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    run_dir = metrics[0].parent
+    assert proc.returncode == 130, err
+    assert f"resume with: dnntrick train --resume {run_dir}" in err
+    epochs_done = len(rows(run_dir))
+    assert 1 <= epochs_done < 12 and list((run_dir / "checkpoints").glob("*.pt"))
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "dnntrick", "train", "--resume", str(run_dir), "-q"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    whole = subprocess.run(
+        [*command, "--out", str(tmp_path / "whole")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert whole.returncode == 0, whole.stderr
+    [reference] = (tmp_path / "whole").iterdir()
+    assert_same_run(reference, run_dir)
+    a, b = load_file(reference / "model.safetensors"), load_file(run_dir / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a) and len(rows(run_dir)) == 12
+
+
+def test_mid_epoch_resume_with_dropout_batch_norm_and_clipping_is_bitwise(
+    cli, monkeypatch, tmp_path: Path, tiny_root: Path
+):
+    """Dropout masks (global RNG), BN running statistics (model buffers) and the clipping norm
+    sums (the epoch's grad_norm_* columns) all continue exactly."""
+    text = (
+        SPEC.format(root=tiny_root).replace(
+            "activation: rrelu}",
+            "activation: elu, norm: {name: batch}, dropout: {rate: 0.3}}",
+        )
+        + "  clip: {by: global_norm, threshold: 0.5}\n"
+    )
+    spec = write_spec(tmp_path, text)
+    code, _, err = cli("train", str(spec), "--out", str(tmp_path / "whole"), "-q")
+    assert code == 0, err
+    [reference] = (tmp_path / "whole").iterdir()
+    assert "grad_norm_mean" in rows(reference)[0]
+
+    signal_at(monkeypatch, 16, True)  # after step 6 of epoch 2
+    code, _, err = cli("train", str(spec), "--out", str(tmp_path / "runs"), "-q")
+    monkeypatch.undo()
+    [run_dir] = (tmp_path / "runs").iterdir()
+    assert code == 130 and "epoch-0001-step-000006.pt" in err
+    code, _, err = cli("train", "--resume", str(run_dir), "-q")
+    assert code == 0, err
+    assert_same_run(reference, run_dir)
+
+
+def test_resume_after_unfreezing_is_bitwise(monkeypatch, tmp_path: Path, tiny_root: Path):
+    """Transfer with unfreeze_after: the optimizer gained a parameter group before the
+    checkpoint; resuming redoes the unfreezing, then restores that optimizer exactly."""
+    from dnntrick.errors import Interrupted
+
+    source = SPEC.format(root=tiny_root).replace("epochs: 3", "epochs: 1")
+    source_dir = run_spec(load_spec(write_spec(tmp_path, source, "src.yaml")), tmp_path / "src")
+    target = SPEC.format(root=tiny_root) + (
+        f'transfer: {{from: {source_dir.run_dir}, reuse: "hidden1", freeze: "hidden1", '
+        "unfreeze_after: 1, unfreeze_lr_factor: 0.5}\n"
+    )
+    spec = load_spec(write_spec(tmp_path, target, "tgt.yaml"))
+    reference = run_spec(spec, tmp_path / "whole").run_dir
+    signal_at(monkeypatch, 2, False)  # in epoch 2's evaluation, after the unfreezing
+    with pytest.raises(Interrupted):
+        run_spec(spec, tmp_path / "runs")
+    monkeypatch.undo()
+    [run_dir] = (tmp_path / "runs").iterdir()
+    run_spec(spec, resume=run_dir)
+    assert [r["lr"] for r in rows(run_dir)] == [0.003, 0.0015, 0.0015]
+    assert_same_run(reference, run_dir)
