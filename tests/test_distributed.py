@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -71,6 +73,20 @@ def test_two_gloo_ranks_train_like_one_process(cli, tmp_path: Path, tiny_root: P
     assert one_rows[-1]["train_loss"] < one_rows[0]["train_loss"] - 0.5  # it did learn
     assert summary["test_accuracy"] == pytest.approx(one["test_accuracy"], abs=0.006)
     assert summary["test_loss"] == pytest.approx(one["test_loss"], rel=1e-5)
+
+    # checkpoints under torchrun: rank 0 writes them; a resumed run (all ranks load) continues
+    # 2 epochs to the 3 of the uninterrupted runs
+    short = ["train", str(spec), "train.epochs=2", "--out", str(tmp_path / "resumed"), "-q"]
+    assert (done := torchrun(*short)).returncode == 0, done.stderr
+    (resumed_dir,) = (tmp_path / "resumed").iterdir()
+    assert [p.name for p in (resumed_dir / "checkpoints").glob("*.pt")]  # rank 0 wrote them
+    more = ["train", "--resume", str(resumed_dir), "train.epochs=3", "--force", "-q"]
+    assert (done := torchrun(*more)).returncode == 0, done.stderr
+    assert list((tmp_path / "resumed").iterdir()) == [resumed_dir]  # the same folder
+    resumed_rows = _metrics(resumed_dir)
+    assert [r["epoch"] for r in resumed_rows] == [1, 2, 3]
+    for key in ("train_loss", "val_loss"):
+        assert resumed_rows[2][key] == pytest.approx(one_rows[2][key], rel=1e-5), key
 
 
 def test_bad_input_under_torchrun_is_said_once(tmp_path: Path, tiny_root: Path):
@@ -147,3 +163,34 @@ def test_shares_weight_the_gradient_by_their_size(monkeypatch: pytest.MonkeyPatc
         for s in (slice(0, 3), slice(3, 5))
     ]
     assert not torch.allclose((unweighted[0] + unweighted[1]) / 2, whole, atol=1e-4)
+
+
+def test_ctrl_c_under_torchrun_checkpoints_once_and_resumes(tmp_path: Path, tiny_root: Path):
+    spec = write_spec(
+        tmp_path, SPEC.format(root=tiny_root, batch=50).replace("epochs: 3", "epochs: 150")
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
+    out = tmp_path / "runs"
+    launch = subprocess.Popen(
+        [*command, "2", "-m", "dnntrick", "train", str(spec), "--out", str(out), "-q"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(out.glob("*/metrics.jsonl")) and time.monotonic() < deadline:
+        time.sleep(0.2)  # training has begun once rank 0 wrote a metrics row
+    launch.send_signal(signal.SIGINT)  # torchrun passes it on to the ranks
+    _, stderr = launch.communicate(timeout=120)
+    assert launch.returncode != 0
+    assert stderr.count("error: interrupted (SIGINT); checkpoint saved: ") == 1, stderr
+    (run_dir,) = out.iterdir()
+    stopped_at = len(_metrics(run_dir))
+    assert stopped_at < 150 and not (run_dir / "summary.json").exists()
+    done = torchrun("train", "--resume", str(run_dir), "-q")
+    assert done.returncode == 0, done.stderr
+    rows = _metrics(run_dir)
+    assert [r["epoch"] for r in rows] == list(range(1, 151))
+    assert json.loads((run_dir / "summary.json").read_text())["test_accuracy"] > 0.9
