@@ -187,3 +187,9 @@ def test_address_needs_the_ray_executor(cli, tmp_path: Path):
     spec = write_spec(tmp_path, SPEC)
     code, _, err = cli("compare", str(spec), "--address", "auto", "--out", str(tmp_path / "r"))
     assert code == 2 and "--address ADDR names a Ray cluster; add --executor ray" in err
+    code, _, err = cli(
+        "compare", str(spec), "--executor", "ray", "--address", "auto", "--jobs", "2",
+        "--out", str(tmp_path / "r"),
+    )  # fmt: skip
+    assert code == 2 and "--jobs sets a local Ray instance's CPUs" in err
+    assert not (tmp_path / "r").exists()

@@ -118,6 +118,10 @@ def compare(
     _check_options(paths, overrides, grid, target, plot, csv_file)
     if address is not None and executor != ExecutorName.ray:
         raise UsageError("--address ADDR names a Ray cluster; add --executor ray")
+    if address is not None and jobs is not None:
+        raise UsageError(
+            "--jobs sets a local Ray instance's CPUs; a cluster at --address has its own"
+        )
     if executor == ExecutorName.ray:
         from dnntrick.ray_executor import import_ray
 
