@@ -20,7 +20,8 @@ from dnntrick import distributed
 from dnntrick.checkpoint import FOLDER, Checkpointer, open_resume
 from dnntrick.config import dump_spec
 from dnntrick.data import Splits, load_splits
-from dnntrick.errors import UsageError
+from dnntrick.diagnostics import Recorder
+from dnntrick.errors import DivergedError, UsageError
 from dnntrick.guard import set_determinism, signals_caught
 from dnntrick.loop import evaluate, fit
 from dnntrick.model import build_model, count_parameters
@@ -144,7 +145,16 @@ def run_spec(
         },
     )
 
+    # None when off; the hooks go on the model that trains (the head, with cached frozen layers)
+    done = 0  # optimizer steps already taken by a resumed run: the recorder counts on from there
+    if loaded is not None:
+        per_epoch = -(-len(prepared.data.x_train) // spec.train.batch_size)
+        done = (loaded.position.epoch - 1) * per_epoch + loaded.position.step
+    recorder = Recorder.attach(prepared.model, optimizer, spec.train.diagnostics, done)
+
     def end_epoch(row: dict[str, Any]) -> None:
+        if recorder is not None:
+            row["diagnostics"] = recorder.flush()  # one host read per epoch
         run.append_metrics(row)
         if prepared.after_epoch is not None:
             prepared.after_epoch(row["epoch"], optimizer)
@@ -155,18 +165,24 @@ def run_spec(
     distributed.seed_ranks(spec.seed)
     folder = run.path / FOLDER if distributed.is_main() else None  # torchrun: rank 0 writes
     keeper = Checkpointer(folder, spec_yaml, spec.train.checkpoint_every)
-    with signals_caught(f"dnntrick train --resume {shlex.quote(str(run.path))}"):
-        fitted = fit(
-            prepared.model,
-            optimizer,
-            prepared.data,
-            spec.train,
-            generator,
-            reporter,
-            on_epoch_end=end_epoch,
-            keeper=keeper,
-            resume=loaded,
-        )
+    try:
+        with signals_caught(f"dnntrick train --resume {shlex.quote(str(run.path))}"):
+            fitted = fit(
+                prepared.model,
+                optimizer,
+                prepared.data,
+                spec.train,
+                generator,
+                reporter,
+                on_epoch_end=end_epoch,
+                keeper=keeper,
+                resume=loaded,
+            )
+    except DivergedError:
+        if recorder is not None:  # the per-layer verdicts explain the divergence
+            recorder.finish(spec, reporter)
+        raise
+    diagnosis = recorder.finish(spec, reporter) if recorder is not None else None  # unhooks
     test = prepared.data
     test_loss, test_accuracy = evaluate(
         prepared.model, test.x_test, test.y_test, spec.train.eval_batch_size
@@ -205,6 +221,8 @@ def run_spec(
             spec.train.mc_dropout.samples,
             seed=spec.seed,
         )
+    if diagnosis is not None:
+        summary["diagnosis"] = diagnosis
     if loaded is not None and loaded.state["spec"] != spec_yaml:  # --force with changes
         run.write_spec(spec_yaml, source, overrides)
     run.write_summary(summary)

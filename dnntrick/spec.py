@@ -284,6 +284,14 @@ class MCDropoutSpec(StrictModel):
     )
 
 
+class DiagnosticsSpec(StrictModel):
+    every: PositiveInt = Field(
+        100,
+        description="record per-layer statistics at training steps 0, every, 2·every, ... "
+        "(steps counted over the whole run, one step = one optimizer update)",
+    )
+
+
 class TrainSpec(StrictModel):
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 32
@@ -316,6 +324,9 @@ class TrainSpec(StrictModel):
     max_norm: MaxNormSpec | None = Field(None, description="max-norm constraint; null = none")
     mc_dropout: MCDropoutSpec | None = Field(
         None, description="also report the MC-dropout test accuracy (needs model.dropout)"
+    )
+    diagnostics: DiagnosticsSpec | None = Field(
+        None, description="per-layer statistics into metrics.jsonl; null = off (no hooks)"
     )
 
 

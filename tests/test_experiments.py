@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from dnntrick.config import load_spec
+from dnntrick.errors import DivergedError
 from dnntrick.runner import run_spec
 from tests.conftest import REPO
 
@@ -68,6 +69,10 @@ def test_experiment_validates_and_runs_two_steps(path: Path, tiny_root: Path, tm
         source = load_spec(path, overrides).model_copy(update={"transfer": None})
         overrides.append(f"transfer.from={run_spec(source, out=tmp_path / 'source').run_dir}")
     quick = load_spec(path, overrides)
+    if "# expect: diverges" in text:  # shown on purpose (exploding.yaml): exit 3, one line
+        with pytest.raises(DivergedError, match="training diverged"):
+            run_spec(quick, out=tmp_path)
+        return
     result = run_spec(quick, out=tmp_path)
     assert result.summary["epochs_run"] == quick.train.epochs <= 2
     assert result.summary["name"] == spec.name

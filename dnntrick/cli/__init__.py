@@ -30,9 +30,9 @@ def _register() -> None:
     if _registered:
         return
     _registered = True
-    from dnntrick.cli import check, compare, data, pretrain, train, transfer
+    from dnntrick.cli import check, compare, data, diagnose, pretrain, train, transfer
 
-    for module in (train, transfer, pretrain, check, compare):
+    for module in (train, transfer, pretrain, check, compare, diagnose):
         module.register(app)
     app.add_typer(data.app, name="data")
 

@@ -75,6 +75,14 @@ def compare(
     csv_file: Annotated[
         Path | None, typer.Option("--csv", metavar="FILE", help="Also write the per-run CSV here.")
     ] = None,
+    plot_gradients: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot-gradients",
+            metavar="FILE.png",
+            help="Write gradient norms by depth (runs with train.diagnostics).",
+        ),
+    ] = None,
     as_json: Annotated[
         bool,
         typer.Option("--json", help="comparison.json on stdout; table and progress on stderr."),
@@ -116,6 +124,10 @@ def compare(
         overrides.append(f"device={device}")
     grid = parse_vary(list(vary or []))
     _check_options(paths, overrides, grid, target, plot, csv_file)
+    if plot_gradients is not None and (
+        plot_gradients.suffix.lower() != ".png" or not plot_gradients.parent.resolve().is_dir()
+    ):
+        raise UsageError(f"--plot-gradients {plot_gradients}: give a .png in an existing folder")
     if address is not None and executor != ExecutorName.ray:
         raise UsageError("--address ADDR names a Ray cluster; add --executor ray")
     if address is not None and jobs is not None:
@@ -187,7 +199,16 @@ def compare(
         plot_comparison(
             variants, plot, f"dnntrick compare: {len(variants)} variants × {n_seeds} seeds"
         )
-    written = [f"{folder}/comparison.json|csv", *(str(p) for p in (plot, csv_file) if p)]
+    if plot_gradients is not None:
+        from dnntrick.diagnostics_plot import plot_gradient_comparison
+
+        groups = [(v.label, [Path(r.run_dir) for r in v.runs if r.run_dir]) for v in variants]
+        for label in plot_gradient_comparison(groups, plot_gradients, "gradient norm by depth"):
+            console.print(f"[dim]{label}: no recorded diagnostics (set train.diagnostics)[/]")
+    written = [
+        f"{folder}/comparison.json|csv",
+        *(str(p) for p in (plot, csv_file, plot_gradients) if p),
+    ]
     console.print(f"[dim]wrote {', '.join(written)}[/]")
     if as_json:
         typer.echo(json.dumps(document, indent=2))
