@@ -29,6 +29,7 @@ from torch import nn
 from dnntrick.errors import DnntrickError, UsageError
 from dnntrick.report import Reporter
 from dnntrick.rundir import RunDir
+from dnntrick.spec import TrainSpec
 
 AGREE_EVERY = 10  # steps between the ranks' checks for an interrupt (a tiny all-reduce)
 
@@ -89,6 +90,15 @@ def describe() -> dict[str, str]:
     if not active():
         return {}
     return {"ranks": f"{world_size()} ({dist.get_backend()})"}
+
+
+def check(spec: TrainSpec, n: int) -> None:
+    """What torchrun cannot run, refused before the run directory exists."""
+    if world_size() > 1 and spec.cuda_graphs:  # DDP's gradient all-reduce is not in the graph
+        raise UsageError(
+            "train.cuda_graphs: not supported under torchrun; set train.cuda_graphs: false"
+        )
+    check_batches(n, spec.batch_size)
 
 
 def check_batches(n: int, batch_size: int) -> None:

@@ -1,7 +1,8 @@
 """The training loop: one plain function whose order reads top to bottom.
 
-Per step: slice a batch → forward → loss (+ ℓ1/ℓ2 penalty) → finite check → backward → clip →
-optimizer step → max-norm → add to running sums (the tricks themselves live in regularization.py).
+Per step (step.py, eager or a replayed CUDA graph): slice a batch → forward → loss (+ ℓ1/ℓ2
+penalty) → finite check → backward → clip → optimizer step → max-norm → add to running sums (the
+tricks themselves live in regularization.py). `train_epoch` runs the steps of one epoch.
 Per epoch: evaluate on the validation split, record a metrics row, check early stopping, write a
 checkpoint. A resumed run restores everything the loop draws on (weights, optimizer, data order,
 RNGs, early stopping, running sums), so it continues bitwise as if never stopped.
@@ -23,11 +24,13 @@ from torch import nn
 
 from dnntrick.checkpoint import Checkpointer, Loaded, Position
 from dnntrick.data import Splits
-from dnntrick.distributed import DataParallel, eval_share, sum_across
+from dnntrick.distributed import eval_share, sum_across
 from dnntrick.guard import INTERRUPT, FiniteWatch
+from dnntrick.optimizers import current_lr
 from dnntrick.regularization import StepTricks
 from dnntrick.report import Reporter
 from dnntrick.spec import EarlyStoppingSpec, TrainSpec
+from dnntrick.step import TrainStep, make_step
 
 PROGRESS_INTERVAL_S = 0.25  # how often the progress bar may read the running loss (a sync point)
 
@@ -97,6 +100,31 @@ class EarlyStopping:
             setattr(self, key, value)
 
 
+def train_epoch(
+    step: TrainStep,
+    order: torch.Tensor,
+    batch_size: int,
+    reporter: Reporter,
+    first: int = 0,
+    t0: float | None = None,
+    after_step: Callable[[int], None] | None = None,
+) -> None:
+    """Steps first, first + 1, … over the batches order[i·bs:(i+1)·bs]; the last, smaller batch
+    is kept (PyTorch/Keras convention). Sums accumulate in step.loss_sum and step.correct (the
+    caller resets or restores them). `after_step(i)` runs after step i (interrupt handling)."""
+    n, bs = len(order), batch_size
+    t0 = time.perf_counter() if t0 is None else t0
+    next_report = t0 + PROGRESS_INTERVAL_S
+    for i in range(first, (n + bs - 1) // bs):
+        step(order[i * bs : (i + 1) * bs], i)
+        if (now := time.perf_counter()) >= next_report:  # throttled: this reads the device
+            done = min((i + 1) * bs, n)
+            reporter.progress(i + 1, done / (now - t0), step.loss_sum.item() / done)
+            next_report = now + PROGRESS_INTERVAL_S
+        if after_step is not None:
+            after_step(i)
+
+
 def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -118,11 +146,12 @@ def fit(
     stopper = EarlyStopping(spec.early_stopping)
     tricks = StepTricks(model, spec)
     result = FitResult()
-    parallel = DataParallel(model)  # one process: the model itself; torchrun: DDP over the ranks
     keeper = keeper or Checkpointer(None)
     parts = {"model": model, "optimizer": optimizer, "early_stopping": stopper, "tricks": tricks}
     watch = FiniteWatch(spec.on_nonfinite, model, optimizer, steps, keeper)
+    step = make_step(model, optimizer, x, y, spec, tricks, watch)
     at = keeper.restore(resume, parts, generator, result) if resume else Position()
+    parallel = step.parallel  # one process: the model itself; torchrun: DDP over the ranks
     watch.host_reads |= parallel.ranks > 1  # torchrun: every rank must stop at the same step
     model.train()
     for epoch in range(at.epoch, spec.epochs + 1):
@@ -130,47 +159,34 @@ def fit(
         order_rng = generator.get_state()  # a mid-epoch checkpoint redraws this epoch's order
         order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
         first_step, loss_sum, correct, spent = at.begin_epoch(epoch, device)
-        parallel.resumed_sums(loss_sum, correct)  # torchrun: the saved sums count once, on rank 0
+        step.start_epoch(epoch, loss_sum, correct)
+        parallel.resumed_sums(step.loss_sum, step.correct)  # torchrun: saved sums count once
         t0 = time.perf_counter() - spent
-        lr = optimizer.param_groups[0]["lr"]
+        lr = current_lr(optimizer)
         reporter.epoch_start(epoch, spec.epochs, steps)
-        next_report = t0 + PROGRESS_INTERVAL_S
         watch.skipped = 0
-        for step in range(first_step, steps):
-            idx = parallel.shard(order[step * bs : (step + 1) * bs])  # this rank's share
-            xb, yb = x[idx], y[idx]
-            logits = parallel(xb)
-            loss = tricks.add_penalty(F.cross_entropy(logits, yb))
-            # finite check (of all ranks' losses): raises (stop) or skips the update
-            if watch.skip(parallel.agreed_loss(loss), epoch, step):
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            tricks.clip_gradients()  # also adds the pre-clip global norm to device sums
-            optimizer.step()
-            tricks.apply_max_norm()
-            loss_sum += loss.detach() * len(idx)
-            correct += (logits.detach().argmax(dim=1) == yb).sum()
-            if (now := time.perf_counter()) >= next_report:  # throttled: this reads the device
-                done = min((step + 1) * bs, n)
-                reporter.progress(step + 1, done / (now - t0), loss_sum.item() / done)
-                next_report = now + PROGRESS_INTERVAL_S
+
+        def stop_if_interrupted(
+            i: int, epoch: int = epoch, t0: float = t0, order_rng: torch.Tensor = order_rng
+        ) -> None:
             # Ctrl-C/SIGTERM: checkpoint after this step, then stop (torchrun: all ranks agree)
-            if parallel.agree(INTERRUPT.requested, step):
+            if parallel.agree(INTERRUPT.requested, i):
                 watch.check()
-                parallel.sum(loss_sum, correct)  # the checkpoint holds every rank's share
+                parallel.sum(step.loss_sum, step.correct)  # the checkpoint holds every rank's
                 spent = time.perf_counter() - t0
-                here = Position(epoch, step + 1, order_rng, loss_sum, correct, spent)
+                here = Position(epoch, i + 1, order_rng, step.loss_sum, step.correct, spent)
                 raise INTERRUPT.error(keeper.save(here, parts, generator, result))
-        parallel.sum(loss_sum, correct)  # in place: every rank's share of the epoch
+
+        train_epoch(step, order, bs, reporter, first_step, t0, stop_if_interrupted)
+        parallel.sum(step.loss_sum, step.correct)  # in place: every rank's share of the epoch
         watch.check()  # nothing non-finite may reach the metrics or a checkpoint
         train_time = time.perf_counter() - t0
         result.train_seconds += train_time
         result.train_samples += n
         row: dict[str, Any] = {
             "epoch": epoch,
-            "train_loss": loss_sum.item() / n,
-            "train_accuracy": correct.item() / n,
+            "train_loss": step.loss_sum.item() / n,
+            "train_accuracy": step.correct.item() / n,
         }
         row["val_loss"], row["val_accuracy"] = evaluate(
             model, data.x_val, data.y_val, spec.eval_batch_size

@@ -71,7 +71,8 @@ class StepTricks:
         device = self.params[0].device if self.params else torch.device("cpu")
         self.norm_sum = torch.zeros((), device=device)
         self.norm_max = torch.zeros((), device=device)
-        self.steps = 0
+        # a device counter, not a Python int: it must advance inside a replayed CUDA graph too
+        self.steps = torch.zeros((), device=device, dtype=torch.long)
 
     def add_penalty(self, loss: torch.Tensor) -> torch.Tensor:
         if not self.penalized:
@@ -105,15 +106,18 @@ class StepTricks:
 
     def epoch_metrics(self) -> dict[str, float]:
         """The epoch's pre-clip global gradient norm (mean, max) when clipping; then reset."""
-        if self.spec.clip is None or not self.steps:
+        if self.spec.clip is None:
+            return {}
+        steps = int(self.steps.item())
+        if not steps:
             return {}
         row = {
-            "grad_norm_mean": self.norm_sum.item() / self.steps,
+            "grad_norm_mean": self.norm_sum.item() / steps,
             "grad_norm_max": self.norm_max.item(),
         }
         self.norm_sum.zero_()
         self.norm_max.zero_()
-        self.steps = 0
+        self.steps.zero_()
         return row
 
 

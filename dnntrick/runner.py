@@ -86,6 +86,12 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def _speed_flags(spec: Spec) -> str:
+    flags: list[str] = [spec.train.precision] if spec.train.precision != "fp32" else []
+    flags += ["cuda graphs"] if spec.train.cuda_graphs else []
+    return f" ({', '.join(flags)})" if flags else ""
+
+
 def run_spec(
     spec: Spec,
     out: Path | str = "runs",
@@ -112,15 +118,22 @@ def run_spec(
     loaded = open_resume(resume, spec_yaml, force) if resume is not None else None
     set_determinism(spec.train.deterministic)  # before CUDA starts (cuBLAS reads its env once)
     device = distributed.local_device(resolve_device(spec.device))
+    if spec.train.cuda_graphs and device.type != "cuda":  # device: auto found no GPU
+        raise UsageError(
+            f"train.cuda_graphs: needs a CUDA device (device {spec.device!r} is {device}); "
+            "set train.cuda_graphs: false"
+        )
     torch.manual_seed(spec.seed)  # weights (and any dropout) draw from torch's global RNG
     data = load_splits(spec.data, device, arrays)
     model = build_model(spec.model, data.in_features, data.n_classes).to(device)
     prepare = prepare or spec_prepare(spec)
     prepared = prepare(spec, model, data, reporter) if prepare else Prepared(model, data)
     trainable = [p for p in prepared.model.parameters() if p.requires_grad]  # frozen ones: out
-    optimizer = build_optimizer(spec.train.optimizer, trainable, device.type)
+    optimizer = build_optimizer(
+        spec.train.optimizer, trainable, device.type, capturable=spec.train.cuda_graphs
+    )
     generator = torch.Generator().manual_seed(spec.seed)  # data order: its own stream
-    distributed.check_batches(len(prepared.data.x_train), spec.train.batch_size)
+    distributed.check(spec.train, len(prepared.data.x_train))
 
     if loaded is None:
         run = distributed.main_run_dir(lambda: make_run_dir(out, spec.name))  # rank 0's
@@ -138,7 +151,7 @@ def run_spec(
             "model": "-".join(str(h) for h in spec.model.hidden) + f" {spec.model.activation.name}"
             f" ({default_init(spec.model)})",
             "optimizer": f"{spec.train.optimizer.name} lr {spec.train.optimizer.lr:g}",
-            "device": str(device),
+            "device": str(device) + _speed_flags(spec),
             "parameters": f"{parameters:,}",
             **distributed.describe(),
             **({"tricks": tricks} if tricks else {}),

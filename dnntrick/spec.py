@@ -328,6 +328,16 @@ class TrainSpec(StrictModel):
     diagnostics: DiagnosticsSpec | None = Field(
         None, description="per-layer statistics into metrics.jsonl; null = off (no hooks)"
     )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="bf16: forward and loss under torch.autocast (bfloat16 matmuls, float32 "
+        "weights, optimizer and loss reduction), on CPU and CUDA",
+    )
+    cuda_graphs: bool = Field(
+        False,
+        description="capture the whole training step (forward, backward, clip, optimizer step) "
+        "in a CUDA graph and replay it; CUDA only, for small batches where launches dominate",
+    )
 
 
 class TransferSpec(StrictModel):
@@ -456,6 +466,25 @@ class Spec(StrictModel):
             raise ValueError(
                 "train.mc_dropout needs dropout to sample: set model.dropout (e.g. {rate: 0.2}) "
                 "or remove train.mc_dropout"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _graphs_need_cuda(self) -> Spec:
+        if self.train.cuda_graphs and self.device in ("cpu", "mps"):
+            raise ValueError(
+                f"train.cuda_graphs: needs device cuda (got device: {self.device}); "
+                "set device: cuda or train.cuda_graphs: false"
+            )
+        if self.train.cuda_graphs and self.train.on_nonfinite == "skip_step":
+            raise ValueError(
+                "train.cuda_graphs: cannot skip steps inside a captured step; "
+                "use train.on_nonfinite: stop or train.cuda_graphs: false"
+            )
+        if self.train.cuda_graphs and self.train.diagnostics is not None:
+            raise ValueError(
+                "train.cuda_graphs: diagnostics hooks would run only once, at capture; "
+                "set train.diagnostics: null or train.cuda_graphs: false"
             )
         return self
 

@@ -18,6 +18,7 @@ import torch
 from dnntrick import distributed
 from dnntrick.distributed import DataParallel, SilentRunDir, check_batches, sum_across
 from dnntrick.errors import UsageError
+from dnntrick.spec import Spec
 from tests.conftest import REPO, write_spec
 
 # batch 51 splits 26/25 between two ranks (and the last batch of 41 into 21/20): the shares'
@@ -118,6 +119,16 @@ def test_a_last_batch_smaller_than_the_ranks_is_refused(monkeypatch: pytest.Monk
     check_batches(504, 50)  # a last batch of 4: one row per rank
     with pytest.raises(UsageError, match="last batch of 3 image"):
         check_batches(503, 50)
+
+
+def test_cuda_graphs_are_refused_under_torchrun(monkeypatch: pytest.MonkeyPatch):
+    spec = Spec.model_validate(
+        {"name": "g", "train": {"cuda_graphs": True}, "device": "cuda"}
+    ).train
+    distributed.check(spec, 500)  # one process: fine (the runner checks for CUDA itself)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    with pytest.raises(UsageError, match=r"train\.cuda_graphs: not supported under torchrun"):
+        distributed.check(spec, 500)
 
 
 def test_world_size_without_torchrun_variables_is_a_usage_error(

@@ -78,9 +78,9 @@ def test_frozen_layers_bitwise_unchanged_while_the_others_train(
     given: list[torch.Tensor] = []
     build = runner.build_optimizer
 
-    def spy(spec, params, device_type):
+    def spy(spec, params, device_type, **kwargs):
         given.extend(params)
-        return build(spec, params, device_type)
+        return build(spec, params, device_type, **kwargs)
 
     monkeypatch.setattr(runner, "build_optimizer", spy)
     spec = target(tmp_path, tiny_root, source, "train.optimizer.weight_decay=0.1")

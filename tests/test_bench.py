@@ -1,0 +1,55 @@
+"""The benchmark's three loops must do the same computation, so that their speeds compare fairly:
+same initial weights, same batches in the same order, same losses step by step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.loops import DnntrickLoop, Setup, TensorLoop, TorchvisionLoop, build_loops
+from dnntrick.data import load_splits
+
+
+@pytest.fixture
+def setup(tiny_root: Path) -> Setup:
+    # 600 training images - 100 validation = 500 = 7 batches of 70 + one of 10 per epoch
+    return Setup(hidden=(32, 16), batch_size=70, root=str(tiny_root), val_size=100)
+
+
+def test_three_loops_follow_the_same_loss_trajectory(setup: Setup, tmp_path: Path):
+    loops = build_loops(setup, workdir=tmp_path)
+    assert [type(loop) for loop in loops] == [TorchvisionLoop, TensorLoop, DnntrickLoop]
+    # one batch at a time for 2 epochs and a bit (crosses epoch ends and their partial batches),
+    # then chunks of 3 batches as the timing uses them
+    chunks = [1] * 17 + [3] * 4
+    trajectories = [[loop.run(k) for k in chunks] for loop in loops]
+    a, b, c = (torch.tensor(t, dtype=torch.float64) for t in trajectories)
+    assert a[0] > a[-1] + 0.3  # it learns: the comparison is not between three flat lines
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(c, b, rtol=1e-5, atol=1e-6)
+    weights = [[p.detach() for p in loop.model.parameters()] for loop in loops]
+    for pa, pb, pc in zip(*weights, strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(pc, pb, rtol=1e-5, atol=1e-6)
+
+
+def test_loops_start_from_the_same_weights_and_differ_with_the_seed(setup: Setup, tmp_path: Path):
+    splits = load_splits(setup.spec().data)
+    first = [p.detach().clone() for p in TensorLoop(setup, splits).model.parameters()]
+    dnn = [p.detach().clone() for p in DnntrickLoop(setup, splits).model.parameters()]
+    for x, y in zip(first, dnn, strict=True):
+        assert torch.equal(x, y)
+    other = TensorLoop(Setup(**{**setup.__dict__, "seed": 7}), splits)
+    assert not torch.equal(next(other.model.parameters()), first[0])
+
+
+def test_dnntrick_loop_runs_the_production_step(setup: Setup):
+    from dnntrick.step import TrainStep
+
+    loop = DnntrickLoop(setup, load_splits(setup.spec().data))
+    assert type(loop.step) is TrainStep
+    before = loop.model.hidden1.weight.detach().clone()
+    loop.run(2)
+    assert not torch.equal(before, loop.model.hidden1.weight)
