@@ -5,15 +5,17 @@ BIN    := $(VENV)/bin
 
 .PHONY: setup test lint format bench clean
 
-## setup: create .venv, install dnntrick with its dev extras, make Fashion-MNIST available
+## setup: create .venv, install dnntrick with its dev and ray extras, make Fashion-MNIST available
 setup:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --editable '.[dev]'
+	$(BIN)/python -m pip install --quiet --editable '.[dev,ray]'
 	$(BIN)/dnntrick data fetch fashion-mnist
 
-## test: the whole suite (real-data tests included; about 10 minutes on 2 cores)
+## test: the whole suite (real-data tests included; a few minutes on 2 cores).
+## One torch thread per process: the suite starts subprocesses, Ray and gloo ranks of its own,
+## and OpenMP's spinning threads slow to a crawl when they outnumber the cores.
 test:
-	$(BIN)/python -m pytest
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
 
 ## lint: ruff (lint + format check) and mypy
 lint:

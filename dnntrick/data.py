@@ -239,11 +239,17 @@ class Splits:
         return len(self.classes)
 
 
-def load_splits(spec: DataSpec, device: torch.device | str = "cpu") -> Splits:
-    """Train/validation/test splits of the spec's data set, as tensors on `device`."""
+def load_splits(
+    spec: DataSpec,
+    device: torch.device | str = "cpu",
+    arrays: dict[str, np.ndarray] | None = None,
+) -> Splits:
+    """Train/validation/test splits of the spec's data set, as tensors on `device`, from
+    `arrays` (the four decoded arrays) when given, else from `load_arrays`."""
     import torch
 
-    arrays = load_arrays(spec.dataset, spec.root)
+    if arrays is None:
+        arrays = load_arrays(spec.dataset, spec.root)
     images, labels = arrays["train_images"], arrays["train_labels"]
     if spec.val_size >= len(images):
         raise DataError(

@@ -114,16 +114,17 @@ class EventReporter(Reporter):
         )
 
 
-def run_job(job: Job, send: Callable[[Event], None]) -> Outcome:
+def run_job(job: Job, send: Callable[[Event], None], arrays: Any = None) -> Outcome:
     """Train one job; any failure becomes an Outcome with a one-line message, never an exception.
-    Sends ("start", id, {}) first and ("end", id, {status, test_accuracy}) last."""
-    outcome = _train(job, send)
+    Sends ("start", id, {}) first and ("end", id, {status, test_accuracy}) last. `arrays`: the
+    data set's decoded arrays when the caller has them (Ray's object store), else read from disk."""
+    outcome = _train(job, send, arrays)
     accuracy = outcome.summary["test_accuracy"] if outcome.summary else None
     send(("end", job.id, {"status": outcome.status, "test_accuracy": accuracy}))
     return outcome
 
 
-def _train(job: Job, send: Callable[[Event], None]) -> Outcome:
+def _train(job: Job, send: Callable[[Event], None], arrays: Any) -> Outcome:
     from dnntrick.errors import DivergedError, DnntrickError
     from dnntrick.runner import run_spec
     from dnntrick.spec import Spec
@@ -132,7 +133,12 @@ def _train(job: Job, send: Callable[[Event], None]) -> Outcome:
     try:
         spec = Spec.model_validate(job.spec)
         result = run_spec(
-            spec, job.out, EventReporter(job.id, send), job.source, list(job.overrides)
+            spec,
+            job.out,
+            EventReporter(job.id, send),
+            job.source,
+            list(job.overrides),
+            arrays=arrays,
         )
     except DivergedError as err:
         return Outcome(job.id, "diverged", error=str(err), exit_code=err.exit_code)

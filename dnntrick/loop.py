@@ -26,6 +26,7 @@ from torch import nn
 from dnntrick.augment import Augmenter
 from dnntrick.checkpoint import Checkpointer, Loaded, Position
 from dnntrick.data import Splits
+from dnntrick.distributed import eval_share, sum_across
 from dnntrick.guard import INTERRUPT, FiniteWatch
 from dnntrick.optimizers import current_lr
 from dnntrick.regularization import StepTricks
@@ -54,6 +55,8 @@ def evaluate(
     """(mean cross-entropy, accuracy) of `model` in eval mode over x [N, F], y [N]."""
     if len(x) == 0:
         return float("nan"), float("nan")
+    n = len(x)
+    x, y = eval_share(model, x, y)  # under torchrun: this rank's rows, summed across ranks below
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
@@ -64,7 +67,8 @@ def evaluate(
         loss_sum += F.cross_entropy(logits.float(), target, reduction="sum")
         correct += (logits.argmax(dim=1) == target).sum()
     model.train(was_training)
-    return loss_sum.item() / len(x), correct.item() / len(x)  # one sync per evaluation
+    sum_across(loss_sum, correct)
+    return loss_sum.item() / n, correct.item() / n  # one sync per evaluation
 
 
 class EarlyStopping:
@@ -166,6 +170,8 @@ def fit(
     watch = FiniteWatch(spec.on_nonfinite, model, optimizer, steps, keeper)
     step = make_step(model, optimizer, x, y, spec, tricks, watch, augment)
     at = keeper.restore(resume, parts, generator, result) if resume else Position()
+    parallel = step.parallel  # one process: the model itself; torchrun: DDP over the ranks
+    watch.host_reads |= parallel.ranks > 1  # torchrun: every rank must stop at the same step
     model.train()
     for epoch in range(at.epoch, spec.epochs + 1):
         # The data order comes from dnntrick's own generator (CPU), so it depends on the seed alone.
@@ -173,6 +179,7 @@ def fit(
         order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
         first_step, loss_sum, correct, spent = at.begin_epoch(epoch, device)
         step.start_epoch(epoch, loss_sum, correct)
+        parallel.resumed_sums(step.loss_sum, step.correct)  # torchrun: saved sums count once
         t0 = time.perf_counter() - spent
         first = (epoch - 1) * steps  # global index of the epoch's first step
         lrs = scheduler.epoch_lrs(first, steps) if spec.schedule else [current_lr(optimizer)]
@@ -182,8 +189,10 @@ def fit(
         def stop_if_interrupted(
             i: int, epoch: int = epoch, t0: float = t0, order_rng: torch.Tensor = order_rng
         ) -> None:
-            if INTERRUPT.requested:  # Ctrl-C/SIGTERM: checkpoint after this step, then stop
+            # Ctrl-C/SIGTERM: checkpoint after this step, then stop (torchrun: all ranks agree)
+            if parallel.agree(INTERRUPT.requested, i):
                 watch.check()
+                parallel.sum(step.loss_sum, step.correct)  # the checkpoint holds every rank's
                 spent = time.perf_counter() - t0
                 here = Position(epoch, i + 1, order_rng, step.loss_sum, step.correct, spent)
                 raise INTERRUPT.error(keeper.save(here, parts, generator, result))
@@ -198,6 +207,7 @@ def fit(
             stop_if_interrupted,
             lambda i: scheduler.before_step(first + i),  # noqa: B023 (called within the epoch)
         )
+        parallel.sum(step.loss_sum, step.correct)  # in place: every rank's share of the epoch
         watch.check()  # nothing non-finite may reach the metrics or a checkpoint
         train_time = time.perf_counter() - t0
         result.train_seconds += train_time
@@ -221,9 +231,10 @@ def fit(
         scheduler.after_epoch(row)
         stop = bool(len(data.x_val)) and stopper.update(epoch, row, model)
         result.stopped_early = stop
-        if keeper.due(epoch, final=stop or epoch == spec.epochs) or INTERRUPT.requested:
+        interrupted = parallel.agree(INTERRUPT.requested)
+        if keeper.due(epoch, final=stop or epoch == spec.epochs) or interrupted:
             keeper.save(Position(epoch + 1), parts, generator, result, stopper.best_epoch)
-        if INTERRUPT.requested:
+        if interrupted:
             raise INTERRUPT.error(keeper.last)
         if stop:
             break

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from dnntrick import distributed
 from dnntrick.augment import build_augmenter
 from dnntrick.checkpoint import FOLDER, Checkpointer, open_resume
 from dnntrick.config import dump_spec
@@ -27,7 +29,7 @@ from dnntrick.model import build_model, count_parameters
 from dnntrick.optimizers import build_optimizer
 from dnntrick.regularization import describe, mc_evaluate
 from dnntrick.report import Reporter
-from dnntrick.rundir import RunDir, git_sha, make_run_dir, versions
+from dnntrick.rundir import git_sha, make_run_dir, versions
 from dnntrick.spec import Spec, default_init
 
 
@@ -98,6 +100,7 @@ def run_spec(
     source: str | None = None,
     overrides: list[str] | None = None,
     prepare: Prepare | None = None,
+    arrays: dict[str, np.ndarray] | None = None,
     resume: Path | None = None,
     force: bool = False,
 ) -> RunResult:
@@ -105,22 +108,24 @@ def run_spec(
     from its last checkpoint (`force`: even if the spec differs from the checkpoint's).
 
     `prepare` (default: the spec's transfer/pretrain hook) runs after the model is built and
-    before the run directory exists, so its start-up errors leave nothing behind.
+    before the run directory exists, so its start-up errors leave nothing behind. `arrays`: the
+    data set's decoded arrays (as `load_arrays` returns them) when the caller has them already,
+    e.g. from Ray's object store; else they are read from disk.
     """
-    reporter = reporter or Reporter()
+    reporter = distributed.rank_reporter(reporter or Reporter())  # torchrun: rank 0 alone
     overrides = list(overrides or [])
     started = time.perf_counter()
     spec_yaml = dump_spec(spec)
     loaded = open_resume(resume, spec_yaml, force) if resume is not None else None
     set_determinism(spec.train.deterministic)  # before CUDA starts (cuBLAS reads its env once)
-    device = resolve_device(spec.device)
+    device = distributed.local_device(resolve_device(spec.device))
     if spec.train.cuda_graphs and device.type != "cuda":  # device: auto found no GPU
         raise UsageError(
             f"train.cuda_graphs: needs a CUDA device (device {spec.device!r} is {device}); "
             "set train.cuda_graphs: false"
         )
     torch.manual_seed(spec.seed)  # weights (and any dropout) draw from torch's global RNG
-    data = load_splits(spec.data, device)
+    data = load_splits(spec.data, device, arrays)
     model = build_model(spec.model, data.in_features, data.n_classes).to(device)
     prepare = prepare or spec_prepare(spec)
     prepared = prepare(spec, model, data, reporter) if prepare else Prepared(model, data)
@@ -129,6 +134,7 @@ def run_spec(
         spec.train.optimizer, trainable, device.type, capturable=spec.train.cuda_graphs
     )
     generator = torch.Generator().manual_seed(spec.seed)  # data order: its own stream
+    distributed.check(spec.train, len(prepared.data.x_train))
     if spec.data.augment is not None and prepared.data is not data:
         raise UsageError(
             "data.augment: the training inputs are cached outputs of frozen layers, not images; "
@@ -139,10 +145,10 @@ def run_spec(
     )
 
     if loaded is None:
-        run = RunDir(make_run_dir(out, spec.name))
+        run = distributed.main_run_dir(lambda: make_run_dir(out, spec.name))  # rank 0's
         run.write_spec(spec_yaml, source, overrides)
     else:  # the same folder: metrics continue from the checkpoint's rows
-        run = RunDir(Path(resume or "."))
+        run = distributed.main_run_dir(lambda: Path(resume or "."))
         run.restore_metrics(loaded.state["result"]["history"])
         reporter.message(f"resuming {loaded.path} ({loaded.describe()})")
     parameters = count_parameters(model)
@@ -157,6 +163,7 @@ def run_spec(
             + (f" {spec.train.schedule.name}" if spec.train.schedule else ""),
             "device": str(device) + _speed_flags(spec),
             "parameters": f"{parameters:,}",
+            **distributed.describe(),
             **({"tricks": tricks} if tricks else {}),
         },
     )
@@ -178,7 +185,9 @@ def run_spec(
     if loaded is not None and prepared.after_epoch is not None:  # e.g. unfreezing: redo it
         for epoch in range(1, loaded.position.epoch):
             prepared.after_epoch(epoch, optimizer)
-    keeper = Checkpointer(run.path / FOLDER, spec_yaml, spec.train.checkpoint_every)
+    distributed.seed_ranks(spec.seed)
+    folder = run.path / FOLDER if distributed.is_main() else None  # torchrun: rank 0 writes
+    keeper = Checkpointer(folder, spec_yaml, spec.train.checkpoint_every)
     try:
         with signals_caught(f"dnntrick train --resume {shlex.quote(str(run.path))}"):
             fitted = fit(
@@ -217,6 +226,7 @@ def run_spec(
         "wall_seconds": time.perf_counter() - started,
         "parameters": parameters,
         "device": str(device),
+        **distributed.describe(),
         "seed": spec.seed,
         "versions": versions(),
         "git_sha": git_sha(),

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dnntrick.distributed import DataParallel
 from dnntrick.spec import TrainSpec
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class TrainStep:
         self.loss_sum = torch.zeros((), device=self.device)
         self.correct = torch.zeros((), device=self.device, dtype=torch.long)
         self.precision = precision
+        self.parallel = DataParallel(model)  # torchrun: DDP, and this rank's share of each batch
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """bf16: matmuls in bfloat16, weights and optimizer in float32. The cast cache is off
@@ -86,11 +88,12 @@ class TrainStep:
         loss (a device tensor). `watch` may skip the update of a non-finite loss."""
         tricks = self.tricks
         with self.autocast():
-            logits = self.model(xb)
+            logits = self.parallel(xb)
         loss = F.cross_entropy(logits.float(), yb)  # float32 loss under bf16 too
         if tricks is not None:
             loss = tricks.add_penalty(loss)
-        if watch is not None and watch.skip(loss, self.epoch, index):
+        # torchrun: the check sees all ranks' losses, so every rank skips or stops alike
+        if watch is not None and watch.skip(self.parallel.agreed_loss(loss), self.epoch, index):
             return loss  # skip_step: no update, and the loss stays out of the sums
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -104,6 +107,7 @@ class TrainStep:
         return loss
 
     def __call__(self, idx: torch.Tensor, index: int = 0) -> None:
+        idx = self.parallel.shard(idx)  # torchrun: this rank's share of the global batch
         xb = self.x[idx] if self.augment is None else self.augment(self.x[idx])
         self.run(xb, self.y[idx], index, self.watch)
 

@@ -4,12 +4,13 @@ commands, so `dnntrick --help` and `dnntrick check` stay fast.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
 from typer.exceptions import TyperException
 
-from dnntrick.errors import EXIT_SIGINT, EXIT_USAGE, DnntrickError
+from dnntrick.errors import EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, DnntrickError
 
 app = typer.Typer(
     name="dnntrick",
@@ -52,6 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         sys.exit(EXIT_SIGINT)
     except DnntrickError as err:
-        print(f"error: {err}", file=sys.stderr)
+        # torchrun: every rank reads the same input and gets the same signal; rank 0 says it
+        said_by_rank_0 = err.exit_code in (EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM)
+        if not said_by_rank_0 or os.environ.get("RANK", "0") == "0":
+            print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     sys.exit(code if isinstance(code, int) else 0)

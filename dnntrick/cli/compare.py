@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,6 +19,14 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from dnntrick.compare import Variant
+
+INSTALL = "pip install 'dnntrick[ray]'"  # also in ray_executor.py, which imports ray lazily
+
+
+class ExecutorName(StrEnum):
+    process = "process"
+    ray = "ray"
+
 
 Inputs = Annotated[
     list[str] | None,
@@ -78,6 +87,23 @@ def compare(
         bool,
         typer.Option("--json", help="comparison.json on stdout; table and progress on stderr."),
     ] = False,
+    executor: Annotated[
+        ExecutorName,
+        typer.Option(
+            "--executor",
+            help="Where the runs execute: worker processes here, or Ray tasks (local Ray "
+            f"instance, or the cluster at --address; needs {INSTALL}).",
+        ),
+    ] = ExecutorName.process,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            metavar="ADDR",
+            help="With --executor ray: an existing Ray cluster ('auto', 'ray://HOST:10001').",
+            show_default=False,
+        ),
+    ] = None,
     out: OutOpt = Path("runs"),
     device: DeviceOpt = None,
 ) -> None:
@@ -102,6 +128,16 @@ def compare(
         plot_gradients.suffix.lower() != ".png" or not plot_gradients.parent.resolve().is_dir()
     ):
         raise UsageError(f"--plot-gradients {plot_gradients}: give a .png in an existing folder")
+    if address is not None and executor != ExecutorName.ray:
+        raise UsageError("--address ADDR names a Ray cluster; add --executor ray")
+    if address is not None and jobs is not None:
+        raise UsageError(
+            "--jobs sets a local Ray instance's CPUs; a cluster at --address has its own"
+        )
+    if executor == ExecutorName.ray:
+        from dnntrick.ray_executor import import_ray
+
+        import_ray()  # not installed: say how, before anything runs
     dirs = [p for p in paths if Path(p).is_dir()]
     specs = [p for p in paths if not Path(p).is_dir()]
     variants = expand_specs(specs, overrides, grid, seeds) + read_run_dirs(dirs)
@@ -118,7 +154,7 @@ def compare(
         console.width = 160  # logs and pipes: keep each variant on one line
     folder = make_run_dir(out, "compare")
     started = time.perf_counter()
-    plan = _run(variants, folder, console, jobs)
+    plan = _run(variants, folder, console, jobs, executor, address)
 
     from dnntrick.compare import summarize
     from dnntrick.compare_report import (
@@ -207,11 +243,16 @@ def _check_options(
 
 
 def _run(
-    variants: list[Variant], folder: Path, console: Console, jobs: int | None
+    variants: list[Variant],
+    folder: Path,
+    console: Console,
+    jobs: int | None,
+    executor: ExecutorName = ExecutorName.process,
+    address: str | None = None,
 ) -> tuple[int, int]:
     """Run every spec variant's seeds under `folder`; fill in their RunRecords."""
     from dnntrick.compare_report import LiveProgress
-    from dnntrick.executor import Job, cpu_count, make_executor, plan_jobs
+    from dnntrick.executor import THREADS_PER_CPU_RUN, Job, cpu_count, make_executor, plan_jobs
 
     work = []
     for variant in variants:
@@ -220,7 +261,8 @@ def _run(
                 work.append((variant, record))
     if not work:
         return 0, 0
-    gpus = _gpus([v.specs[r.seed].device for v, r in work])
+    # Ray places each run on a GPU itself; the process executor spreads `auto` runs over GPUs
+    gpus = 0 if executor == ExecutorName.ray else _gpus([v.specs[r.seed].device for v, r in work])
     plan = plan_jobs(len(work), cpu_count(), gpus, jobs)
     job_list = []
     for i, (variant, record) in enumerate(work):
@@ -228,14 +270,30 @@ def _run(
         if gpus > 1 and spec["device"] == "auto":
             spec["device"] = f"cuda:{i % gpus}"  # spread the runs over the GPUs
         job_list.append(Job(i, spec, str(folder), variant.source, variant.overrides))
-    console.print(
-        f"[bold]compare[/] {len(variants)} variants, {len(work)} runs, {plan.jobs} at a time "
-        f"({plan.threads} thread{'s' if plan.threads > 1 else ''} each"
-        f"{f', {gpus} GPU(s)' if gpus else ''}) → {folder}"
-    )
     runs = dict(enumerate(work))
-    with LiveProgress(console, runs) as live:
-        outcomes = make_executor(plan).run(job_list, live.on_event)
+    if executor == ExecutorName.ray:
+        from dnntrick.ray_executor import RayExecutor
+
+        ray_executor = RayExecutor(address, cpus=jobs)
+        where = ray_executor.connect()
+        plan = plan._replace(jobs=min(ray_executor.slots, len(work)), threads=THREADS_PER_CPU_RUN)
+        console.print(
+            f"[bold]compare[/] {len(variants)} variants, {len(work)} runs as Ray tasks on {where} "
+            f"(1 CPU and {THREADS_PER_CPU_RUN} thread each, or a GPU share) → {folder}"
+        )
+        try:
+            with LiveProgress(console, runs) as live:
+                outcomes = ray_executor.run(job_list, live.on_event)
+        finally:
+            ray_executor.close()
+    else:
+        console.print(
+            f"[bold]compare[/] {len(variants)} variants, {len(work)} runs, {plan.jobs} at a time "
+            f"({plan.threads} thread{'s' if plan.threads > 1 else ''} each"
+            f"{f', {gpus} GPU(s)' if gpus else ''}) → {folder}"
+        )
+        with LiveProgress(console, runs) as live:
+            outcomes = make_executor(plan).run(job_list, live.on_event)
     for outcome in outcomes:
         _, record = runs[outcome.id]
         record.status, record.summary, record.history = (

@@ -71,19 +71,24 @@ def train(
         typer.echo(dump_spec(resolved), nl=False)
         return
 
+    from dnntrick import distributed
     from dnntrick.report import ConsoleReporter, Reporter
-    from dnntrick.runner import run_spec
+    from dnntrick.runner import resolve_device, run_spec
 
     reporter = Reporter() if quiet else ConsoleReporter(stderr=as_json)
-    result = run_spec(
-        resolved,
-        out=out,
-        reporter=reporter,
-        source=str(spec),
-        overrides=overrides,
-        resume=resume,
-        force=force,
-    )
+    with distributed.process_group(resolve_device(resolved.device)):  # torchrun: join the ranks
+        result = run_spec(
+            resolved,
+            out=out,
+            reporter=reporter,
+            source=str(spec),
+            overrides=overrides,
+            resume=resume,
+            force=force,
+        )
+        main = distributed.is_main()
+    if not main:  # torchrun: rank 0 prints
+        return
     if as_json:
         typer.echo(json.dumps(result.summary, indent=2))
     elif quiet:
