@@ -51,6 +51,7 @@ def test_there_are_experiments():
                 "batch_norm_before",
                 "clipping",
                 "l1",
+                "l2",
                 "dropout",
                 "alpha_dropout",
                 "mc_dropout",
