@@ -135,11 +135,6 @@ def run_spec(
     )
     generator = torch.Generator().manual_seed(spec.seed)  # data order: its own stream
     distributed.check(spec.train, len(prepared.data.x_train))
-    if spec.data.augment is not None and prepared.data is not data:
-        raise UsageError(
-            "data.augment: the training inputs are cached outputs of frozen layers, not images; "
-            "set data.augment: null or turn off the caching"
-        )
     augment = build_augmenter(
         spec.data.augment, data.in_features, spec.seed, device, data.pixel_mean, data.pixel_std
     )
@@ -168,11 +163,11 @@ def run_spec(
         },
     )
 
-    # None when off; the hooks go on the model that trains (the head, with cached frozen layers)
     done = 0  # optimizer steps already taken by a resumed run: the recorder counts on from there
     if loaded is not None:
         per_epoch = -(-len(prepared.data.x_train) // spec.train.batch_size)
         done = (loaded.position.epoch - 1) * per_epoch + loaded.position.step
+    # None when off; the hooks go on the model that trains (the head, with cached frozen layers)
     recorder = Recorder.attach(prepared.model, optimizer, spec.train.diagnostics, done)
 
     def end_epoch(row: dict[str, Any]) -> None:

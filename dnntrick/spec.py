@@ -616,14 +616,11 @@ class Spec(StrictModel):
                 f"transfer.unfreeze_after: {after} epochs is not less than train.epochs "
                 f"({self.train.epochs}), so the layers would never unfreeze"
             )
-        if self.transfer is not None and self.transfer.cache_frozen:
-            # augmentation fields come from other sections; any that is on changes the inputs
-            for section, key in (("data", "augment"), ("train", "augment")):
-                if getattr(getattr(self, section), key, None):
-                    raise ValueError(
-                        f"transfer.cache_frozen: refused with {section}.{key}, which changes the "
-                        "inputs every epoch; set cache_frozen: false"
-                    )
+        if self.transfer is not None and self.transfer.cache_frozen and self.data.augment:
+            raise ValueError(
+                "transfer.cache_frozen: refused with data.augment, which changes the inputs "
+                "every epoch; set cache_frozen: false or data.augment: null"
+            )
         return self
 
     @model_validator(mode="after")

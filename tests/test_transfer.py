@@ -167,6 +167,24 @@ def test_caching_refused_with_unfreeze_after(cli, tmp_path: Path, tiny_root: Pat
     assert not (tmp_path / "runs").exists()
 
 
+def test_caching_refused_with_augmentation(cli, tmp_path: Path, tiny_root: Path, source: Path):
+    spec = write_spec(tmp_path, TARGET)
+    code, _, err = cli(
+        "transfer",
+        str(spec),
+        "--from",
+        str(source),
+        "--out",
+        str(tmp_path / "runs"),
+        *tiny_overrides(tiny_root, 3),
+        "transfer.cache_frozen=true",
+        "data.augment={shift: 2}",
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "transfer.cache_frozen: refused with data.augment" in err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_caching_refused_when_the_frozen_prefix_is_random(
     cli, tmp_path: Path, tiny_root: Path, source: Path
 ):
