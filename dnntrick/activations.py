@@ -1,7 +1,8 @@
 """ACTIVATIONS: the closed registry of activation functions a spec may name.
 
-Each entry names a class in `torch.nn` (looked up only when a model is built, so importing this
-module does not import torch), the spec arguments it takes with their defaults, and its family.
+Each entry names a class in `torch.nn`, or in `dnntrick.elu` for ELU and SELU (their torch.nn
+subclasses with a faster CPU path), looked up only when a model is built, so importing this
+module does not import torch; the spec arguments it takes with their defaults; and its family.
 The family drives `init: auto` (the book's table: He for the ReLU family, LeCun for SELU, Glorot
 otherwise) and the diagnostics (dead units for the ReLU family, saturation for sigmoid/tanh).
 Adding an activation = one entry here + one test.
@@ -25,6 +26,7 @@ class Activation:
     # spec argument -> (torch keyword argument, default). PyTorch's defaults unless noted.
     args: dict[str, tuple[str, float]] = field(default_factory=dict)
     per_unit: bool = False  # the torch class takes the layer width (PReLU: one slope per unit)
+    home: Literal["torch.nn", "dnntrick.elu"] = "torch.nn"  # the module that holds the class
 
 
 ACTIVATIONS: dict[str, Activation] = {
@@ -34,8 +36,8 @@ ACTIVATIONS: dict[str, Activation] = {
     # One learned slope per unit (Keras PReLU); alpha is the initial slope.
     "prelu": Activation("PReLU", "relu", {"alpha": ("init", 0.25)}, per_unit=True),
     "rrelu": Activation("RReLU", "relu", {"lower": ("lower", 1 / 8), "upper": ("upper", 1 / 3)}),
-    "elu": Activation("ELU", "relu", {"alpha": ("alpha", 1.0)}),
-    "selu": Activation("SELU", "selu"),
+    "elu": Activation("ELU", "relu", {"alpha": ("alpha", 1.0)}, home="dnntrick.elu"),
+    "selu": Activation("SELU", "selu", home="dnntrick.elu"),
     "gelu": Activation("GELU", "relu"),
     "swish": Activation("SiLU", "relu"),
     "silu": Activation("SiLU", "relu"),
@@ -47,11 +49,11 @@ ACTIVATIONS: dict[str, Activation] = {
 
 def build_activation(name: str, args: dict[str, float], width: int) -> nn.Module:
     """Instantiate activation `name` with spec `args` for a layer of `width` units."""
-    from torch import nn
+    import importlib
 
     entry = ACTIVATIONS[name]
     kwargs = {torch_key: args.get(key, default) for key, (torch_key, default) in entry.args.items()}
     if entry.per_unit:
         kwargs["num_parameters"] = width
-    module: nn.Module = getattr(nn, entry.torch_class)(**kwargs)
+    module: nn.Module = getattr(importlib.import_module(entry.home), entry.torch_class)(**kwargs)
     return module

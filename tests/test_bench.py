@@ -27,12 +27,14 @@ def test_three_loops_follow_the_same_loss_trajectory(setup: Setup, tmp_path: Pat
     trajectories = [[loop.run(k) for k in chunks] for loop in loops]
     a, b, c = (torch.tensor(t, dtype=torch.float64) for t in trajectories)
     assert a[0] > a[-1] + 0.3  # it learns: the comparison is not between three flat lines
+    # (c)'s ELU (dnntrick.elu) rounds exp(x) - 1 where torch rounds expm1(x): ≤ 1.2e-7 apart
+    # per activation, so (c) gets a looser tolerance than the two plain-torch loops
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(c, b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(c, b, rtol=1e-4, atol=1e-5)
     weights = [[p.detach() for p in loop.model.parameters()] for loop in loops]
     for pa, pb, pc in zip(*weights, strict=True):
         torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(pc, pb, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(pc, pb, rtol=1e-4, atol=1e-5)
 
 
 def test_loops_start_from_the_same_weights_and_differ_with_the_seed(setup: Setup, tmp_path: Path):
