@@ -1,4 +1,4 @@
-from dnntrick.cli import main
+from dnntrick.cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

@@ -183,5 +183,6 @@ def set_determinism(on: bool) -> None:
         # cuBLAS reads this once, when CUDA starts: set it before any tensor reaches the GPU.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(on)
+    if on or torch.are_deterministic_algorithms_enabled():  # the setter imports torch._inductor
+        torch.use_deterministic_algorithms(on)  # (~1 s): only when the flag changes
     torch.backends.cudnn.deterministic = on

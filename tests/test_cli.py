@@ -125,8 +125,9 @@ def test_print_config_applies_overrides_and_trains_nothing(cli, tmp_path: Path):
 def test_check_and_help_do_not_import_torch(tmp_path: Path):
     path = write_spec(tmp_path, GOOD)
     probe = (
-        "import sys, runpy; sys.argv=['dnntrick', *sys.argv[1:]]\n"
-        "try:\n    runpy.run_module('dnntrick', run_name='__main__')\n"
+        "import sys; sys.argv=['dnntrick', *sys.argv[1:]]\n"
+        "from dnntrick.cli import main\n"
+        "try:\n    main()\n"
         "except SystemExit as e:\n    code = e.code\n"
         "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr)\n"
     )
@@ -150,6 +151,40 @@ def test_real_entry_point_exit_code_and_no_traceback(tmp_path: Path):
     done = run_cli("train", str(write_spec(tmp_path, "model: {activation: 7}\n")))
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+
+
+def test_entry_point_skips_teardown_but_keeps_output_atexit_and_exit_code(
+    tmp_path: Path, tiny_root: Path
+):
+    spec = write_spec(tmp_path, GOOD)
+    done = run_cli("train", str(spec), *tiny_overrides(tiny_root), "--json", "--quiet",
+                   "--out", str(tmp_path / "runs"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["epochs_run"] == 1  # the whole JSON reached the pipe
+    marker = tmp_path / "atexit-ran"
+    probe = (
+        "import atexit, pathlib, sys; sys.argv = ['dnntrick', 'check', sys.argv[1]]\n"
+        f"atexit.register(pathlib.Path({str(marker)!r}).touch)\n"
+        "from dnntrick.cli import run\n"
+        "run()\n"
+        "print('run() returned')\n"
+    )
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path / "missing.yaml")],
+        capture_output=True, text=True, check=False, cwd=Path(__file__).parent.parent,
+    )  # fmt: skip
+    assert done.returncode == 2 and "missing.yaml" in done.stderr
+    assert marker.exists() and "returned" not in done.stdout
+
+
+def test_exit_codes_follow_the_interpreters_rules(capsys):
+    from dnntrick.cli import _exit_code
+
+    assert (_exit_code(None), _exit_code(3), _exit_code("bad")) == (0, 3, 1)
+    assert capsys.readouterr().err == "bad\n"
 
 
 def test_usage_errors_are_one_line(cli):

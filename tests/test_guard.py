@@ -214,3 +214,24 @@ def test_device_side_record_reports_the_exact_first_bad_step():
     with pytest.raises(DivergedError, match=r"loss inf at step 23 \(epoch 3, step 3 of 10\); "
                        r"last finite loss 1\.5, lr 0\.5, no gradient yet"):  # fmt: skip
         watch.check()
+
+
+def test_determinism_off_does_not_import_the_compiler():
+    """set_determinism(False) with the flag already off leaves torch._inductor unimported (it
+    costs ~1 s of start-up); switching it on still works."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, torch\n"
+        "from dnntrick.guard import set_determinism\n"
+        "set_determinism(False)\n"
+        "print('inductor' in ' '.join(m for m in sys.modules if m.startswith('torch._inductor')))\n"
+        "set_determinism(True)\n"
+        "print(torch.are_deterministic_algorithms_enabled())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+        cwd=Path(__file__).parent.parent,
+    )  # fmt: skip
+    assert done.stdout.split() == ["False", "True"]
