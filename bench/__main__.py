@@ -54,9 +54,12 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def throughput_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="samples/s (wall clock), median of the repeats")
-    names = ("widths", "batch", "(a)", "(b)", "(c)", "c/a", "c/b", "target", "CPU c/a", "CPU c/b")
+def throughput_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    names = (
+        "widths", "batch", "(a)", "(b)", "(c)", "c/a", "c/b", "target", "CPU c/a", "CPU c/b",
+        "clean",
+    )  # fmt: skip
     for name in names:
         table.add_column(name, justify="right", no_wrap=True)
     for row in rows:
@@ -75,6 +78,7 @@ def throughput_table(rows: list[dict[str, Any]]) -> Table:
             target,
             f"{row['cpu_c_over_a']:.2f}",
             f"{row['cpu_c_over_b']:.3f}",
+            f"{row['repeats_clean']}/{row['repeats']}",
         )
     return table
 
@@ -99,6 +103,7 @@ def overhead_table(o: dict[str, Any]) -> Table:
     )
     epochs = o["train_epochs"]
     imports = o["imports"]
+    floor = imports["torch"] + imports["torch._dynamo"]
     add("import torch", f"{imports['torch']:.2f} s", "", None)
     add("import torch._dynamo (by torch.optim)", f"{imports['torch._dynamo']:.2f} s", "", None)
     add(f"{epochs}-epoch dnntrick train: wall", f"{run['wall_seconds']:.2f} s", "", None)
@@ -112,6 +117,11 @@ def overhead_table(o: dict[str, Any]) -> Table:
     )
     frac = run["non_training_fraction"]
     add("  not training", f"{100 * frac:.1f} %", "< 15 %", frac < TARGETS["non_training_fraction"])
+    # what any script that imports torch and builds a torch.optim optimizer pays before training
+    wall = run["wall_seconds"]
+    add("    PyTorch's imports (the two above)", f"{100 * floor / wall:.1f} %", "", None)
+    own = wall - run["train_seconds"] - floor
+    add("    dnntrick's own", f"{own:.2f} s = {100 * own / wall:.1f} %", "", None)
     rss = run["peak_rss_bytes"]
     add(
         "peak RSS of that run",
@@ -124,7 +134,7 @@ def overhead_table(o: dict[str, Any]) -> Table:
 
 @app.command()
 def main(
-    repeats: Annotated[int, typer.Option(help="Interleaved timing repeats per loop.")] = 3,
+    repeats: Annotated[int, typer.Option(help="Interleaved timing repeats per loop.")] = 5,
     samples: Annotated[int, typer.Option(help="Samples per timing (≥ 10 batches).")] = 10_000,
     widths: Annotated[
         str, typer.Option(help="Hidden widths to time, comma-separated.")
@@ -140,6 +150,13 @@ def main(
         int | None,
         typer.Option(help="torch threads, here and in the subprocesses (default: torch's)."),
     ] = None,
+    single: Annotated[
+        bool,
+        typer.Option(
+            "--single-thread/--no-single-thread",
+            help="Also time the first widths' rows with one torch thread for all three loops.",
+        ),
+    ] = True,
     cuda: Annotated[bool, typer.Option("--cuda", help="Run the GPU half (bench/cuda.py).")] = False,
 ) -> None:
     """Time dnntrick against plain PyTorch loops; print the tables; write the JSON."""
@@ -203,11 +220,30 @@ def main(
             base,
             progress=console.print,
         )
+        threads_used = torch.get_num_threads()
+        if single and threads_used > 1:
+            console.print("the same with one torch thread …")
+            torch.set_num_threads(1)
+            results["throughput_one_thread"] = run_grid(
+                _widths(widths)[:1],
+                [int(b) for b in batches.split(",")],
+                splits,
+                work,
+                repeats,
+                samples,
+                base,
+                progress=console.print,
+            )
+            torch.set_num_threads(threads_used)
     results["machine"]["load_average_after"] = list(os.getloadavg())
-    console.print(throughput_table(results["throughput"]))
+    title = "samples/s (wall clock), median of the clean repeats"
+    console.print(throughput_table(results["throughput"], f"{title}, {threads_used} torch threads"))
+    if "throughput_one_thread" in results:
+        console.print(throughput_table(results["throughput_one_thread"], f"{title}, one thread"))
     console.print(
         "[dim](a) torchvision FashionMNIST + ToTensor + DataLoader, (b) preloaded tensor, batches "
-        "by index, (c) dnntrick's step; CPU c/a, c/b: the same ratios per CPU second[/]"
+        "by index, (c) dnntrick's step; CPU c/a, c/b: the same ratios per CPU second; clean: "
+        "repeats during which torch's threads sped small ops up (bench/throughput.py)[/]"
     )
     console.print(overhead_table(results["overhead"]))
     load = results["machine"]

@@ -3,6 +3,12 @@
 For each (widths, batch size): build the three loops, warm each up, then for each repeat time
 every loop on the same number of batches, rotating which loop goes first so that a burst of load
 from other processes does not always hit the same one. Figures are medians over the repeats.
+
+A repeat is "contended" when the host slows torch's threads down: on the 2-vCPU VMs here, for
+seconds to minutes at a time, every parallel region costs more than it gains (small steps run at
+half speed with 2 threads, while 1 thread is unaffected). parallel_speedup() checks before and
+after each repeat; the medians use the clean repeats when there are any, the table says how many
+were clean, and the JSON keeps every repeat.
 """
 
 from __future__ import annotations
@@ -13,8 +19,43 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from bench.loops import Setup, build_loops
 from dnntrick.data import Splits
+
+PROBE = torch.Size([50, 2000])  # 100k floats: above torch's parallel grain, tiny work
+
+
+def parallel_speedup(ops: int = 40, samples: int = 5) -> float:
+    """How many times faster torch's threads run `ops` small in-place multiplications than one
+    thread does, now (median of `samples`): about 1.2 with 2 threads on a quiet 2-vCPU VM, 0.8
+    while the host makes parallel regions slow."""
+    threads = torch.get_num_threads()
+    x = torch.randn(PROBE)
+    seconds = {}
+    try:
+        for n in (1, threads):
+            torch.set_num_threads(n)
+            x.mul_(1.0)  # warm up this thread count
+            times = []
+            for _ in range(samples):
+                t0 = time.perf_counter()
+                for _ in range(ops):
+                    x.mul_(1.0)
+                times.append(time.perf_counter() - t0)
+            seconds[n] = statistics.median(times)
+    finally:
+        torch.set_num_threads(threads)
+    return seconds[1] / seconds[threads]
+
+
+CLEAN_SPEEDUP = 1.05  # seen here: 1.09–1.22 in quiet spells, 0.72–1.0 in slow ones (10–90 %)
+
+
+def is_clean(speedup: float, threads: int) -> bool:
+    """A repeat is clean when torch's threads were worth having around it (always, on one)."""
+    return threads == 1 or speedup >= CLEAN_SPEEDUP
 
 
 def time_loops(
@@ -32,7 +73,9 @@ def time_loops(
         loop.run(warmup_batches)
     rates: dict[str, list[float]] = {loop.name: [] for loop in loops}
     cpu_rates: dict[str, list[float]] = {loop.name: [] for loop in loops}
+    speedups: list[tuple[float, float]] = []
     for r in range(repeats):
+        before_probe = parallel_speedup()
         for loop in loops[r % 3 :] + loops[: r % 3]:
             before = loop.samples
             t0, c0 = time.perf_counter(), time.process_time()
@@ -42,13 +85,25 @@ def time_loops(
             # per CPU second of this process (all its threads): less sensitive to other
             # processes taking the cores, though not immune (shared caches, spinning threads)
             cpu_rates[loop.name].append(done / (time.process_time() - c0))
-    a, b, c = (statistics.median(rates[loop.name]) for loop in loops)
-    cpu_a, cpu_b, cpu_c = (statistics.median(cpu_rates[loop.name]) for loop in loops)
+        speedups.append((before_probe, parallel_speedup()))
+    threads = torch.get_num_threads()
+    clean = [is_clean(min(pair), threads) for pair in speedups]
+    keep = [r for r in range(repeats) if clean[r]] or list(range(repeats))
+
+    def median(values: list[float]) -> float:
+        return statistics.median(values[r] for r in keep)
+
+    a, b, c = (median(rates[loop.name]) for loop in loops)
+    cpu_a, cpu_b, cpu_c = (median(cpu_rates[loop.name]) for loop in loops)
     return {
         "hidden": list(setup.hidden),
         "batch_size": setup.batch_size,
         "batches_per_measure": n_batches,
+        "threads": threads,
         "samples_per_second": {"torchvision": a, "tensor": b, "dnntrick": c},
+        "repeats_clean": sum(clean),
+        "repeats": repeats,
+        "parallel_speedup_before_after": speedups,
         "all_samples_per_second": rates,
         "c_over_a": c / a,
         "c_over_b": c / b,

@@ -51,7 +51,7 @@ def elu(x: torch.Tensor, alpha: float = 1.0, scale: float = 1.0) -> torch.Tensor
     """ELU (scale 1) or SELU (alpha, scale = SELU_ALPHA, SELU_SCALE); exp-based on the CPU."""
     if x.device.type != "cpu":
         return torch.ops.aten.elu(x, alpha, scale, 1.0)
-    return _ExpELU.apply(x, alpha, scale)  # type: ignore[no-any-return]
+    return _ExpELU.apply(x, alpha, scale)
 
 
 class ELU(nn.ELU):
