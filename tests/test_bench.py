@@ -55,3 +55,13 @@ def test_dnntrick_loop_runs_the_production_step(setup: Setup):
     before = loop.model.hidden1.weight.detach().clone()
     loop.run(2)
     assert not torch.equal(before, loop.model.hidden1.weight)
+
+
+def test_slow_spell_probe_restores_threads_and_classifies():
+    from bench.throughput import CLEAN_SPEEDUP, is_clean, parallel_speedup
+
+    threads = torch.get_num_threads()
+    assert parallel_speedup(ops=4, samples=2) > 0
+    assert torch.get_num_threads() == threads  # the probe leaves torch as it found it
+    assert is_clean(CLEAN_SPEEDUP, 2) and not is_clean(0.8, 2)
+    assert is_clean(0.5, 1)  # one thread: nothing to slow down
