@@ -9,6 +9,7 @@ import contextlib
 import os
 import sys
 import threading
+import time
 
 import typer
 from typer.exceptions import TyperException
@@ -26,6 +27,7 @@ app = typer.Typer(
 
 
 _registered = False
+RANK_EXIT_GRACE_S = 2.0  # ranks reach a shared input error within a fraction of a second
 
 
 def _register() -> None:
@@ -60,6 +62,8 @@ def main(argv: list[str] | None = None) -> None:
         said_by_rank_0 = err.exit_code in (EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM)
         if not said_by_rank_0 or os.environ.get("RANK", "0") == "0":
             print(f"error: {err}", file=sys.stderr)
+        else:  # torchrun stops every rank once one exits: give rank 0 the time to say it
+            time.sleep(RANK_EXIT_GRACE_S)
         sys.exit(err.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
 
