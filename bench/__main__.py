@@ -210,30 +210,19 @@ def main(
         base = Setup(root=root)
         os.environ["DNNTRICK_CACHE"] = str(cache / "cold-0")
         splits = load_splits(base.spec().data, "cpu")
-        results["throughput"] = run_grid(
-            _widths(widths),
-            [int(b) for b in batches.split(",")],
-            splits,
-            work,
-            repeats,
-            samples,
-            base,
-            progress=console.print,
-        )
+        batch_sizes = [int(b) for b in batches.split(",")]
+
+        def grid(hidden: list[tuple[int, ...]]) -> list[dict[str, Any]]:
+            return run_grid(
+                hidden, batch_sizes, splits, work, repeats, samples, base, console.print
+            )
+
+        results["throughput"] = grid(_widths(widths))
         threads_used = torch.get_num_threads()
         if single and threads_used > 1:
             console.print("the same with one torch thread …")
             torch.set_num_threads(1)
-            results["throughput_one_thread"] = run_grid(
-                _widths(widths)[:1],
-                [int(b) for b in batches.split(",")],
-                splits,
-                work,
-                repeats,
-                samples,
-                base,
-                progress=console.print,
-            )
+            results["throughput_one_thread"] = grid(_widths(widths)[:1])
             torch.set_num_threads(threads_used)
     results["machine"]["load_average_after"] = list(os.getloadavg())
     title = "samples/s (wall clock), median of the clean repeats"
