@@ -5,8 +5,9 @@ its vectorized path calls expm1 one element at a time. exp is vectorized (~10× 
 the negative side is computed as alpha·(exp(min(x, 0)) − 1), as TensorFlow/Keras compute ELU:
 four to six small kernels, ~35 µs. min(x, 0) keeps exp from overflowing for large x.
 exp(x) − 1 loses relative precision for x just below 0 (absolute error ≤ 1.2e-7), which is what
-TF has always done. The backward is torch's own elu_backward from the saved input (scale·alpha·exp(x) for
-x ≤ 0; from the output, y + scale·alpha, would cancel badly for very negative x).
+TF has always done. The backward is torch's own elu_backward from the saved input
+(scale·alpha·exp(x) for x ≤ 0; from the output, y + scale·alpha, would cancel badly for very
+negative x).
 
 On other devices (CUDA: one fused kernel, fewer launches) the modules call torch's kernel.
 The classes subclass nn.ELU/nn.SELU: same name, arguments, repr and state dict.
