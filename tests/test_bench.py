@@ -65,3 +65,31 @@ def test_slow_spell_probe_restores_threads_and_classifies():
     assert torch.get_num_threads() == threads  # the probe leaves torch as it found it
     assert is_clean(CLEAN_SPEEDUP, 2) and not is_clean(0.8, 2)
     assert is_clean(0.5, 1)  # one thread: nothing to slow down
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flag", ["--single-thread", "--no-single-thread"])
+def test_single_thread_table_follows_its_flag(flag: str, fashion_root: Path, tmp_path: Path):
+    """`python -m bench` end to end, kept small: the one-thread table is there unless
+    --no-single-thread (with 2 threads; on one thread there is nothing to add)."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench.json"
+    args = [
+        "--root", str(fashion_root), "--widths", "32-16", "--batches", "500", "--samples", "500",
+        "--repeats", "1", "--train-epochs", "1", "--train-repeats", "1", "--threads", "2",
+        "--out", str(out), flag,
+    ]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=Path(__file__).parent.parent, capture_output=True, text=True, check=False,
+        env={**__import__("os").environ, "DNNTRICK_CACHE": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert len(results["throughput"]) == 1
+    assert ("throughput_one_thread" in results) == (flag == "--single-thread")
+    if flag == "--single-thread":
+        assert results["throughput_one_thread"][0]["threads"] == 1
