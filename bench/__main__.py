@@ -176,7 +176,7 @@ def main(
     from bench.loops import Setup
     from bench.overhead import help_seconds, import_seconds, load_seconds, train_run
     from bench.throughput import run_grid
-    from dnntrick.data import load_splits
+    from dnntrick.data.datasets import load_splits
 
     if threads:
         torch.set_num_threads(threads)

@@ -30,7 +30,7 @@ EPOCHS = 3
 
 def _spec(batch: int, precision: str, graphs: bool, epochs: int = EPOCHS) -> Any:
     """The seed's default experiment (784-300-100-10 ELU, He, Adam) on the GPU."""
-    from dnntrick.config import load_spec
+    from dnntrick.spec.config import load_spec
 
     return load_spec(
         REPO / "experiments" / "default.yaml",
@@ -48,7 +48,7 @@ def _spec(batch: int, precision: str, graphs: bool, epochs: int = EPOCHS) -> Any
 def one_run(batch: int, precision: str, graphs: bool, out: Path) -> dict[str, Any]:
     import torch
 
-    from dnntrick.runner import run_spec
+    from dnntrick.training.runner import run_spec
 
     torch.cuda.reset_peak_memory_stats()
     result = run_spec(_spec(batch, precision, graphs), out=out)
@@ -69,14 +69,14 @@ def lr_change_is_seen(out: Path) -> dict[str, Any]:
     """Under graphs, an lr set between steps must reach the replayed optimizer step."""
     import torch
 
-    from dnntrick.data import load_splits
-    from dnntrick.loop import train_epoch
-    from dnntrick.model import build_model
-    from dnntrick.optimizers import build_optimizer, set_lr
-    from dnntrick.regularization import StepTricks
-    from dnntrick.report import Reporter
-    from dnntrick.spec import ClipSpec
-    from dnntrick.step import make_step
+    from dnntrick.data.datasets import load_splits
+    from dnntrick.spec.schema import ClipSpec
+    from dnntrick.training.loop import train_epoch
+    from dnntrick.training.model import build_model
+    from dnntrick.training.report import Reporter
+    from dnntrick.training.step import make_step
+    from dnntrick.tricks.optimizers import build_optimizer, set_lr
+    from dnntrick.tricks.regularization import StepTricks
 
     spec = _spec(50, "fp32", True, epochs=1)
     train = spec.train.model_copy(update={"clip": ClipSpec(by="global_norm", threshold=1.0)})

@@ -25,16 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dnntrick.checkpoint import Checkpointer
-from dnntrick.data import FILES, Splits, load_arrays, load_splits, write_idx
-from dnntrick.guard import FiniteWatch
-from dnntrick.loop import train_epoch
-from dnntrick.model import build_model
-from dnntrick.optimizers import build_optimizer
-from dnntrick.regularization import StepTricks
-from dnntrick.report import Reporter
-from dnntrick.spec import Spec
-from dnntrick.step import make_step
+from dnntrick.data.datasets import FILES, Splits, load_arrays, load_splits, write_idx
+from dnntrick.spec.schema import Spec
+from dnntrick.training.checkpoint import Checkpointer
+from dnntrick.training.guard import FiniteWatch
+from dnntrick.training.loop import train_epoch
+from dnntrick.training.model import build_model
+from dnntrick.training.report import Reporter
+from dnntrick.training.step import make_step
+from dnntrick.tricks.optimizers import build_optimizer
+from dnntrick.tricks.regularization import StepTricks
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from bench.loops import Setup, build_loops
-from dnntrick.data import Splits
+from dnntrick.data.datasets import Splits
 
 PROBE = torch.Size([50, 2000])  # 100k floats: above torch's parallel grain, tiny work
 

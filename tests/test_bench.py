@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bench.loops import DnntrickLoop, Setup, TensorLoop, TorchvisionLoop, build_loops
-from dnntrick.data import load_splits
+from dnntrick.data.datasets import load_splits
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def test_three_loops_follow_the_same_loss_trajectory(setup: Setup, tmp_path: Pat
     trajectories = [[loop.run(k) for k in chunks] for loop in loops]
     a, b, c = (torch.tensor(t, dtype=torch.float64) for t in trajectories)
     assert a[0] > a[-1] + 0.3  # it learns: the comparison is not between three flat lines
-    # (c)'s ELU (dnntrick.elu) rounds exp(x) - 1 where torch rounds expm1(x): ≤ 1.2e-7 apart
+    # (c)'s ELU (dnntrick.tricks.elu) rounds exp(x) - 1 where torch rounds expm1(x): ≤ 1.2e-7 apart
     # per activation, so (c) gets a looser tolerance than the two plain-torch loops
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(c, b, rtol=1e-4, atol=1e-5)
@@ -48,7 +48,7 @@ def test_loops_start_from_the_same_weights_and_differ_with_the_seed(setup: Setup
 
 
 def test_dnntrick_loop_runs_the_production_step(setup: Setup):
-    from dnntrick.step import TrainStep
+    from dnntrick.training.step import TrainStep
 
     loop = DnntrickLoop(setup, load_splits(setup.spec().data))
     assert type(loop.step) is TrainStep

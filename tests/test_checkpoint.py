@@ -18,7 +18,8 @@ import pytest
 import torch
 from torch import nn
 
-from dnntrick.checkpoint import (
+from dnntrick.errors import CheckpointError, CorruptedError, UnsafeFileError
+from dnntrick.training.checkpoint import (
     Checkpointer,
     Position,
     listing,
@@ -30,8 +31,7 @@ from dnntrick.checkpoint import (
     set_rng_state,
     spec_diff,
 )
-from dnntrick.errors import CheckpointError, CorruptedError, UnsafeFileError
-from dnntrick.loop import EarlyStopping, FitResult
+from dnntrick.training.loop import EarlyStopping, FitResult
 from tests.conftest import REPO, write_spec
 
 
@@ -258,8 +258,8 @@ def test_spec_diff_lists_changed_keys():
 SAVER = """
 import sys, torch
 from torch import nn
-from dnntrick.checkpoint import Checkpointer, Position
-from dnntrick.loop import EarlyStopping, FitResult
+from dnntrick.training.checkpoint import Checkpointer, Position
+from dnntrick.training.loop import EarlyStopping, FitResult
 model = nn.Linear(2000, 4000)  # 32 MB of weights: a save takes long enough to be caught
 parts = {"model": model, "optimizer": torch.optim.SGD(model.parameters(), lr=0.1),
          "early_stopping": EarlyStopping(None)}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dnntrick.data import FILES
+from dnntrick.data.datasets import FILES
 from tests.conftest import make_tiny_idx, run_cli, tiny_overrides, write_spec
 
 GOOD = "model: {hidden: [16]}\ntrain: {epochs: 1, batch_size: 100}\n"

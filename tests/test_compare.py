@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from dnntrick.compare import (
+from dnntrick.comparison.executor import plan_jobs
+from dnntrick.comparison.report import BEST, results_table
+from dnntrick.comparison.stats import paired_difference
+from dnntrick.comparison.variants import (
     RunRecord,
     Stats,
     Variant,
@@ -21,10 +24,7 @@ from dnntrick.compare import (
     split_values,
     what_differs,
 )
-from dnntrick.compare_report import BEST, results_table
 from dnntrick.errors import UsageError
-from dnntrick.executor import plan_jobs
-from dnntrick.stats import paired_difference
 from tests.conftest import write_spec
 
 SPEC = "name: base\nseed: 7\nmodel: {hidden: [16], activation: relu}\ntrain: {epochs: 1}\n"
@@ -189,7 +189,7 @@ def test_a_tie_for_all_is_not_highlighted():
 
 
 def test_curves_of_runs_of_different_lengths():
-    from dnntrick.plots import curve
+    from dnntrick.comparison.plots import curve
 
     short = [{"epoch": e, "val_accuracy": 0.5 + 0.1 * e} for e in (1, 2, 3)]  # stopped early
     long = [{"epoch": e, "val_accuracy": 0.6 + 0.1 * e} for e in (1, 2, 3, 4, 5)]

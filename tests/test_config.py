@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dnntrick.config import apply_overrides, dump_spec, load_spec, parse_yaml
 from dnntrick.errors import SpecError, UsageError
+from dnntrick.spec.config import apply_overrides, dump_spec, load_spec, parse_yaml
 from tests.conftest import write_spec
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from dnntrick.data import FILES, find_files, load_splits, read_idx, write_idx
+from dnntrick.data.datasets import FILES, find_files, load_splits, read_idx, write_idx
 from dnntrick.errors import DataError
-from dnntrick.spec import DataSpec
+from dnntrick.spec.schema import DataSpec
 from tests.conftest import make_tiny_idx
 
 

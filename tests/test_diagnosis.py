@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from dnntrick.config import load_spec, validate
-from dnntrick.diagnosis import Context, LayerStats, diagnose, spec_notes
-from dnntrick.diagnostics import probe_spec
+from dnntrick.diagnosis.hooks import probe_spec
+from dnntrick.diagnosis.verdict import Context, LayerStats, diagnose, spec_notes
+from dnntrick.spec.config import load_spec, validate
 from tests.conftest import REPO
 
 

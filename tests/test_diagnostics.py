@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dnntrick.config import load_spec
-from dnntrick.data import load_splits
-from dnntrick.diagnosis import LayerStats
-from dnntrick.diagnostics import Recorder, blocks, probe
-from dnntrick.model import MLP, Dense, build_model
-from dnntrick.optimizers import build_optimizer
-from dnntrick.runner import run_spec
+from dnntrick.data.datasets import load_splits
+from dnntrick.diagnosis.hooks import Recorder, blocks, probe
+from dnntrick.diagnosis.verdict import LayerStats
+from dnntrick.spec.config import load_spec
+from dnntrick.training.model import MLP, Dense, build_model
+from dnntrick.training.runner import run_spec
+from dnntrick.tricks.optimizers import build_optimizer
 from tests.conftest import tiny_overrides, write_spec
 
 
@@ -192,7 +192,7 @@ def test_clipping_bounds_the_recorded_update_where_the_unclipped_run_diverges(
     tmp_path, tiny_root, capsys
 ):
     from dnntrick.errors import DivergedError
-    from dnntrick.report import ConsoleReporter
+    from dnntrick.training.report import ConsoleReporter
     from tests.conftest import REPO
 
     path = REPO / "experiments" / "exploding.yaml"

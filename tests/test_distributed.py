@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from dnntrick import distributed
-from dnntrick.distributed import DataParallel, SilentRunDir, check_batches, sum_across
 from dnntrick.errors import UsageError
-from dnntrick.spec import Spec
+from dnntrick.spec.schema import Spec
+from dnntrick.training import distributed
+from dnntrick.training.distributed import DataParallel, SilentRunDir, check_batches, sum_across
 from tests.conftest import REPO, write_spec
 
 # batch 51 splits 26/25 between two ranks (and the last batch of 41 into 21/20): the shares'

@@ -1,4 +1,4 @@
-"""dnntrick.elu: the exp-based CPU ELU/SELU must compute torch's function and gradient."""
+"""dnntrick.tricks.elu: the exp-based CPU ELU/SELU must compute torch's function and gradient."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dnntrick.elu import ELU, SELU, elu
-from dnntrick.model import build_model
-from dnntrick.spec import ModelSpec
+from dnntrick.spec.schema import ModelSpec
+from dnntrick.training.model import build_model
+from dnntrick.tricks.elu import ELU, SELU, elu
 
 INF, NAN = float("inf"), float("nan")
 

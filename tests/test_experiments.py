@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from dnntrick.config import load_spec
 from dnntrick.errors import DivergedError
-from dnntrick.optimizers import OPTIMIZERS
-from dnntrick.runner import run_spec
+from dnntrick.spec.config import load_spec
+from dnntrick.training.runner import run_spec
+from dnntrick.tricks.optimizers import OPTIMIZERS
 from tests.conftest import REPO
 
 EXPERIMENTS = sorted((REPO / "experiments").rglob("*.yaml"))

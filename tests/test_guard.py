@@ -12,13 +12,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dnntrick.checkpoint import load_latest
-from dnntrick.config import load_spec
-from dnntrick.data import FILES, write_idx
+from dnntrick.data.datasets import FILES, write_idx
 from dnntrick.errors import UsageError
-from dnntrick.report import Reporter
-from dnntrick.rundir import make_run_dir
-from dnntrick.runner import run_spec
+from dnntrick.spec.config import load_spec
+from dnntrick.training.checkpoint import load_latest
+from dnntrick.training.report import Reporter
+from dnntrick.training.rundir import make_run_dir
+from dnntrick.training.runner import run_spec
 from tests.conftest import make_tiny_idx, write_spec
 
 SPEC = """\
@@ -199,9 +199,9 @@ def test_python_tag_in_a_resumed_runs_spec_runs_nothing(cli, tmp_path: Path):
 
 def test_device_side_record_reports_the_exact_first_bad_step():
     """The GPU path (no per-step read), run on the CPU: the record names the first bad step."""
-    from dnntrick.checkpoint import Checkpointer
     from dnntrick.errors import DivergedError
-    from dnntrick.guard import FiniteWatch
+    from dnntrick.training.checkpoint import Checkpointer
+    from dnntrick.training.guard import FiniteWatch
 
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
@@ -224,7 +224,7 @@ def test_determinism_off_does_not_import_the_compiler():
 
     probe = (
         "import sys, torch\n"
-        "from dnntrick.guard import set_determinism\n"
+        "from dnntrick.training.guard import set_determinism\n"
         "set_determinism(False)\n"
         "print('inductor' in ' '.join(m for m in sys.modules if m.startswith('torch._inductor')))\n"
         "set_determinism(True)\n"

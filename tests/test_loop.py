@@ -7,12 +7,12 @@ from typing import Any
 
 import torch
 
-from dnntrick.data import load_splits
-from dnntrick.loop import fit
-from dnntrick.model import build_model
-from dnntrick.optimizers import build_optimizer
-from dnntrick.report import Reporter
-from dnntrick.spec import DataSpec, ModelSpec, TrainSpec
+from dnntrick.data.datasets import load_splits
+from dnntrick.spec.schema import DataSpec, ModelSpec, TrainSpec
+from dnntrick.training.loop import fit
+from dnntrick.training.model import build_model
+from dnntrick.training.report import Reporter
+from dnntrick.tricks.optimizers import build_optimizer
 
 
 def train(tiny_root: Path, early_stopping: dict[str, Any], epochs: int = 12):

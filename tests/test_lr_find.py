@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dnntrick.data import FILES, read_idx, write_idx
-from dnntrick.lr_find import LRFind, first_divergence, smooth
+from dnntrick.data.datasets import FILES, read_idx, write_idx
+from dnntrick.diagnosis.lr_find import LRFind, first_divergence, smooth
 from tests.conftest import make_tiny_idx, write_spec
 
 SPEC = """\

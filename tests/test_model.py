@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from dnntrick.activations import ACTIVATIONS
-from dnntrick.initializers import INITIALIZERS
-from dnntrick.model import build_model
-from dnntrick.spec import ModelSpec
+from dnntrick.spec.schema import ModelSpec
+from dnntrick.training.model import build_model
+from dnntrick.tricks.activations import ACTIVATIONS
+from dnntrick.tricks.initializers import INITIALIZERS
 
 TORCH_REFERENCE = {
     "relu": torch.relu,

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dnntrick.config import load_spec
-from dnntrick.loop import evaluate
-from dnntrick.model import build_model
-from dnntrick.spec import ModelSpec
+from dnntrick.spec.config import load_spec
+from dnntrick.spec.schema import ModelSpec
+from dnntrick.training.loop import evaluate
+from dnntrick.training.model import build_model
 from tests.conftest import write_spec
 
 

@@ -13,8 +13,8 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from dnntrick.optimizers import OPTIMIZERS, build_optimizer
-from dnntrick.spec import OptimizerSpec
+from dnntrick.spec.schema import OptimizerSpec
+from dnntrick.tricks.optimizers import OPTIMIZERS, build_optimizer
 
 P0 = [1.0, -2.0, 0.5]
 G = [0.3, -0.1, 2.0]  # the same gradient at both steps
@@ -155,8 +155,8 @@ def test_arguments_an_optimizer_does_not_use_are_refused():
 
 
 def test_the_seeds_rmsprop_row_reaches_torch_exactly():
-    from dnntrick.config import load_spec
-    from dnntrick.optimizers import optimizer_kwargs
+    from dnntrick.spec.config import load_spec
+    from dnntrick.tricks.optimizers import optimizer_kwargs
 
     spec = load_spec("experiments/mnist/optimizers/rmsprop.yaml")
     assert optimizer_kwargs(spec.train.optimizer) == (

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dnntrick.executor import Job, Outcome, run_job
-from dnntrick.ray_executor import RayExecutor, _resources
-from dnntrick.spec import Spec
+from dnntrick.comparison.executor import Job, Outcome, run_job
+from dnntrick.comparison.ray_executor import RayExecutor, _resources
+from dnntrick.spec.schema import Spec
 from tests.conftest import tiny_overrides, write_spec
 
 SPEC = """\
@@ -95,22 +95,22 @@ def test_ray_compare_gives_the_process_executors_numbers_and_run_dirs(
 def test_data_comes_from_the_object_store_not_the_workers_disk(
     ray_local, tmp_path: Path, tiny_root: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    import dnntrick.data
+    import dnntrick.data.datasets
 
-    real = dnntrick.data.load_arrays
+    real = dnntrick.data.datasets.load_arrays
     nowhere = tmp_path / "not-on-the-workers"  # exists for no process; the driver is patched
 
     def driver_only(name: str, root: str | None) -> dict[str, np.ndarray]:
         assert root == str(nowhere)
         return real(name, str(tiny_root))
 
-    monkeypatch.setattr(dnntrick.data, "load_arrays", driver_only)
+    monkeypatch.setattr(dnntrick.data.datasets, "load_arrays", driver_only)
     jobs = [_job(0, nowhere, tmp_path / "runs"), _job(1, nowhere, tmp_path / "runs", seed=6)]
     outcomes = RayExecutor().run(jobs, lambda event: None)
     assert [o.status for o in sorted(outcomes, key=lambda o: o.id)] == ["ok", "ok"], outcomes
     assert all(o.summary and o.summary["test_accuracy"] > 0.2 for o in outcomes)
     # without the object store the workers read the folder themselves, and fail
-    monkeypatch.setattr(dnntrick.data, "load_arrays", real)
+    monkeypatch.setattr(dnntrick.data.datasets, "load_arrays", real)
     (failed,) = RayExecutor().run([_job(2, nowhere, tmp_path / "runs")], lambda event: None)
     assert failed.status == "error" and "not found" in (failed.error or "")
 

@@ -9,15 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dnntrick.config import load_spec
-from dnntrick.data import Splits
+from dnntrick.data.datasets import Splits
 from dnntrick.errors import SpecError
-from dnntrick.loop import evaluate, fit
-from dnntrick.model import build_model
-from dnntrick.regularization import StepTricks, apply_max_norm, clip_gradients, mc_evaluate
-from dnntrick.report import Reporter
-from dnntrick.runner import run_spec
-from dnntrick.spec import ClipSpec, ModelSpec, TrainSpec
+from dnntrick.spec.config import load_spec
+from dnntrick.spec.schema import ClipSpec, ModelSpec, TrainSpec
+from dnntrick.training.loop import evaluate, fit
+from dnntrick.training.model import build_model
+from dnntrick.training.report import Reporter
+from dnntrick.training.runner import run_spec
+from dnntrick.tricks.regularization import StepTricks, apply_max_norm, clip_gradients, mc_evaluate
 from tests.conftest import tiny_overrides, write_spec
 
 

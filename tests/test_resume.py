@@ -15,8 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dnntrick.config import load_spec
-from dnntrick.runner import run_spec
+from dnntrick.spec.config import load_spec
+from dnntrick.training.runner import run_spec
 from tests.conftest import REPO, make_tiny_idx, write_spec
 
 # rrelu draws its slopes from torch's global RNG while training (like dropout): a resume that

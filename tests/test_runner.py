@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dnntrick.config import load_spec
 from dnntrick.errors import DataError
-from dnntrick.runner import run_spec
+from dnntrick.spec.config import load_spec
+from dnntrick.training.runner import run_spec
 from tests.conftest import tiny_overrides, write_spec
 
 SPEC = """\
@@ -118,8 +118,8 @@ def test_early_stopping_stops_and_restores_best(tmp_path: Path, tiny_root: Path)
     assert result.summary["best_epoch"] == best
     assert losses[best - 1] != losses[-1]
     # the restored weights are the best epoch's: evaluating them gives its validation loss
-    from dnntrick.data import load_splits
-    from dnntrick.loop import evaluate
+    from dnntrick.data.datasets import load_splits
+    from dnntrick.training.loop import evaluate
 
     spec = load_spec(result.run_dir / "spec.yaml")
     splits = load_splits(spec.data)

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from dnntrick.config import load_spec
-from dnntrick.runner import run_spec
-from dnntrick.schedules import SCHEDULES, Scheduler
-from dnntrick.spec import ScheduleSpec, TrainSpec
+from dnntrick.spec.config import load_spec
+from dnntrick.spec.schema import ScheduleSpec, TrainSpec
+from dnntrick.training.runner import run_spec
+from dnntrick.tricks.schedules import SCHEDULES, Scheduler
 from tests.conftest import tiny_overrides, write_spec
 
 LR0 = 0.1

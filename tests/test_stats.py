@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from dnntrick.stats import mean_std, paired_difference, t_cdf, t_quantile, verdict
+from dnntrick.comparison.stats import mean_std, paired_difference, t_cdf, t_quantile, verdict
 
 
 def test_mean_std_is_the_sample_std():

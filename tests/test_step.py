@@ -8,21 +8,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from dnntrick.config import load_spec
 from dnntrick.errors import UsageError
-from dnntrick.loop import train_epoch
-from dnntrick.model import build_model
-from dnntrick.optimizers import (
+from dnntrick.spec.config import load_spec
+from dnntrick.spec.schema import ModelSpec, OptimizerSpec, TrainSpec
+from dnntrick.training.loop import train_epoch
+from dnntrick.training.model import build_model
+from dnntrick.training.report import Reporter
+from dnntrick.training.runner import run_spec
+from dnntrick.training.step import GraphStep, TrainStep, make_step
+from dnntrick.tricks.optimizers import (
     OPTIMIZERS,
     build_optimizer,
     current_lr,
     set_lr,
     torch_optimizer_args,
 )
-from dnntrick.report import Reporter
-from dnntrick.runner import run_spec
-from dnntrick.spec import ModelSpec, OptimizerSpec, TrainSpec
-from dnntrick.step import GraphStep, TrainStep, make_step
 from tests.conftest import tiny_overrides, write_spec
 
 SPEC = """\
@@ -102,8 +102,8 @@ def test_tricks_hooks_run_in_order_and_clip_comes_before_the_optimizer_step():
 
 def test_clip_step_counter_lives_on_the_device():
     """Under CUDA graphs Python code in the step runs once; the counter must be a tensor."""
-    from dnntrick.regularization import StepTricks
-    from dnntrick.spec import ClipSpec
+    from dnntrick.spec.schema import ClipSpec
+    from dnntrick.tricks.regularization import StepTricks
 
     model, opt, x, y = setup()
     tricks = StepTricks(model, TrainSpec(clip=ClipSpec(by="global_norm", threshold=0.5)))

@@ -9,7 +9,7 @@ from dnntrick.cli.common import Overrides, SpecArg
 
 def check(spec: SpecArg, overrides: Overrides = None) -> None:
     """Validate SPEC (with overrides) and print the resolved spec. Imports no torch."""
-    from dnntrick.config import dump_spec, load_spec
+    from dnntrick.spec.config import dump_spec, load_spec
 
     resolved = load_spec(spec, overrides or [])
     typer.echo(dump_spec(resolved), nl=False)

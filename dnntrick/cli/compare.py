@@ -18,7 +18,7 @@ from dnntrick.errors import UsageError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from dnntrick.compare import Variant
+    from dnntrick.comparison.variants import Variant
 
 INSTALL = "pip install 'dnntrick[ray]'"  # also in ray_executor.py, which imports ray lazily
 
@@ -109,7 +109,7 @@ def compare(
 ) -> None:
     """Compare tricks honestly: every variant runs on the same seeds (same data split and order),
     and each is judged against the baseline by the 95% CI of the paired difference."""
-    from dnntrick.compare import (
+    from dnntrick.comparison.variants import (
         dedupe_labels,
         exit_code,
         expand_specs,
@@ -135,7 +135,7 @@ def compare(
             "--jobs sets a local Ray instance's CPUs; a cluster at --address has its own"
         )
     if executor == ExecutorName.ray:
-        from dnntrick.ray_executor import import_ray
+        from dnntrick.comparison.ray_executor import import_ray
 
         import_ray()  # not installed: say how, before anything runs
     dirs = [p for p in paths if Path(p).is_dir()]
@@ -147,7 +147,7 @@ def compare(
 
     from rich.console import Console
 
-    from dnntrick.rundir import make_run_dir, write_json
+    from dnntrick.training.rundir import make_run_dir, write_json
 
     console = Console(stderr=as_json, highlight=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
@@ -156,14 +156,14 @@ def compare(
     started = time.perf_counter()
     plan = _run(variants, folder, console, jobs, executor, address)
 
-    from dnntrick.compare import summarize
-    from dnntrick.compare_report import (
+    from dnntrick.comparison.report import (
         comparison_csv,
         comparison_json,
         print_failures,
         results_table,
     )
-    from dnntrick.rundir import atomic_write
+    from dnntrick.comparison.variants import summarize
+    from dnntrick.training.rundir import atomic_write
 
     stats = [summarize(v, base, target) for v in variants]
     table, same = results_table(variants, stats, base, target)
@@ -193,14 +193,14 @@ def compare(
     if csv_file is not None:
         atomic_write(csv_file, text.encode())
     if plot is not None:
-        from dnntrick.plots import plot_comparison
+        from dnntrick.comparison.plots import plot_comparison
 
         n_seeds = max((len(v.runs) for v in variants), default=0)
         plot_comparison(
             variants, plot, f"dnntrick compare: {len(variants)} variants × {n_seeds} seeds"
         )
     if plot_gradients is not None:
-        from dnntrick.diagnostics_plot import plot_gradient_comparison
+        from dnntrick.diagnosis.plot import plot_gradient_comparison
 
         groups = [(v.label, [Path(r.run_dir) for r in v.runs if r.run_dir]) for v in variants]
         for label in plot_gradient_comparison(groups, plot_gradients, "gradient norm by depth"):
@@ -251,8 +251,14 @@ def _run(
     address: str | None = None,
 ) -> tuple[int, int]:
     """Run every spec variant's seeds under `folder`; fill in their RunRecords."""
-    from dnntrick.compare_report import LiveProgress
-    from dnntrick.executor import THREADS_PER_CPU_RUN, Job, cpu_count, make_executor, plan_jobs
+    from dnntrick.comparison.executor import (
+        THREADS_PER_CPU_RUN,
+        Job,
+        cpu_count,
+        make_executor,
+        plan_jobs,
+    )
+    from dnntrick.comparison.report import LiveProgress
 
     work = []
     for variant in variants:
@@ -272,7 +278,7 @@ def _run(
         job_list.append(Job(i, spec, str(folder), variant.source, variant.overrides))
     runs = dict(enumerate(work))
     if executor == ExecutorName.ray:
-        from dnntrick.ray_executor import RayExecutor
+        from dnntrick.comparison.ray_executor import RayExecutor
 
         ray_executor = RayExecutor(address, cpus=jobs)
         where = ray_executor.connect()

@@ -19,8 +19,8 @@ DEBIAN_PACKAGES = {"fashion-mnist": "dataset-fashion-mnist"}
 
 
 def _check_name(dataset: str) -> None:
-    from dnntrick.data import DATASETS
-    from dnntrick.spec import suggest
+    from dnntrick.data.datasets import DATASETS
+    from dnntrick.spec.schema import suggest
 
     if dataset not in DATASETS:
         raise DataError(
@@ -32,7 +32,7 @@ def _check_name(dataset: str) -> None:
 @app.command()
 def where(dataset: DatasetArg = "fashion-mnist") -> None:
     """Print the folder the data set is read from (no download)."""
-    from dnntrick.data import find_files
+    from dnntrick.data.datasets import find_files
 
     _check_name(dataset)
     typer.echo(find_files(dataset, None, download=False)["train_images"].parent)
@@ -41,7 +41,7 @@ def where(dataset: DatasetArg = "fashion-mnist") -> None:
 @app.command()
 def fetch(dataset: DatasetArg = "fashion-mnist") -> None:
     """Make DATASET available: already there, torchvision's download, or Debian's package."""
-    from dnntrick.data import _download, cache_dir, find_files
+    from dnntrick.data.datasets import _download, cache_dir, find_files
 
     _check_name(dataset)
     try:

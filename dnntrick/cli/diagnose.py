@@ -41,7 +41,7 @@ def diagnose(
 ) -> None:
     """Build SPEC's model (same seed, same initial weights as `train`), push one fixed batch of
     training images forward and backward, print per-layer statistics and a verdict."""
-    from dnntrick.config import load_spec
+    from dnntrick.spec.config import load_spec
 
     overrides = list(overrides or [])
     if device is not None:
@@ -50,17 +50,17 @@ def diagnose(
     if plot is not None and not plot.parent.is_dir():
         raise UsageError(f"--plot {plot}: folder {plot.parent} does not exist; create it first")
 
-    from dnntrick.diagnosis import Context
-    from dnntrick.diagnosis import diagnose as judge
-    from dnntrick.diagnostics import probe_spec
-    from dnntrick.runner import resolve_device
+    from dnntrick.diagnosis.hooks import probe_spec
+    from dnntrick.diagnosis.verdict import Context
+    from dnntrick.diagnosis.verdict import diagnose as judge
+    from dnntrick.training.runner import resolve_device
 
     started = time.perf_counter()
     result = probe_spec(resolved, batch_size, resolve_device(resolved.device))
     diagnosis = judge(result.layers, Context.from_spec(resolved), result.loss)
     seconds = time.perf_counter() - started
     if plot is not None:
-        from dnntrick.diagnostics_plot import plot_probe
+        from dnntrick.diagnosis.plot import plot_probe
 
         plot_probe(result.layers, result.samples, diagnosis, resolved.name, plot)
     if as_json:

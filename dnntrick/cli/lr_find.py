@@ -20,14 +20,14 @@ def lr_find(
     device: DeviceOpt = None,
 ) -> None:
     """Grow the lr exponentially over a few hundred steps, plot loss against lr, suggest an lr."""
-    from dnntrick.config import load_spec
+    from dnntrick.spec.config import load_spec
 
     overrides = list(overrides or [])
     if device is not None:
         overrides.append(f"device={device}")
     resolved = load_spec(spec, overrides)
 
-    from dnntrick.lr_find import find_lr
+    from dnntrick.diagnosis.lr_find import find_lr
 
     result, path = find_lr(resolved, out, start, end, steps, str(spec), overrides)
     stop = (

@@ -41,7 +41,7 @@ def pretrain(
     """Pretrain SPEC's hidden layers as autoencoders on the training images (labels unused),
     then train the classifier from them. Uses the spec's `pretrain:` section (defaults if
     absent). Takes every option `train` takes."""
-    from dnntrick.config import load_spec
+    from dnntrick.spec.config import load_spec
 
     overrides = list(overrides or [])
     if mode is not None:

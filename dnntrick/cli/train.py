@@ -49,8 +49,8 @@ def train(
     ] = False,
 ) -> None:
     """Train the MLP that SPEC describes; write runs/<name>-<time>/ (--resume: continue one)."""
-    from dnntrick.config import dump_spec, load_spec
     from dnntrick.errors import UsageError
+    from dnntrick.spec.config import dump_spec, load_spec
 
     overrides = list(overrides or [])
     if resume is not None:
@@ -71,9 +71,9 @@ def train(
         typer.echo(dump_spec(resolved), nl=False)
         return
 
-    from dnntrick import distributed
-    from dnntrick.report import ConsoleReporter, Reporter
-    from dnntrick.runner import resolve_device, run_spec
+    from dnntrick.training import distributed
+    from dnntrick.training.report import ConsoleReporter, Reporter
+    from dnntrick.training.runner import resolve_device, run_spec
 
     reporter = Reporter() if quiet else ConsoleReporter(stderr=as_json)
     with distributed.process_group(resolve_device(resolved.device)):  # torchrun: join the ranks

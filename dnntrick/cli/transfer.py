@@ -42,8 +42,8 @@ def transfer(
 ) -> None:
     """Train SPEC reusing (and maybe freezing) layers of a trained model: its `transfer:`
     section, with --from for the source. Takes every option `train` takes."""
-    from dnntrick.config import load_spec
     from dnntrick.errors import UsageError
+    from dnntrick.spec.config import load_spec
 
     overrides = list(overrides or [])
     if source is not None:

@@ -22,11 +22,11 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from dnntrick.data import Splits
+from dnntrick.data.datasets import Splits
 from dnntrick.errors import UsageError
-from dnntrick.report import Reporter
-from dnntrick.runner import Prepared
-from dnntrick.spec import Spec, TransferSpec
+from dnntrick.spec.schema import Spec, TransferSpec
+from dnntrick.training.report import Reporter
+from dnntrick.training.runner import Prepared
 
 WEIGHTS_FILE = "model.safetensors"
 RUN_SUFFIX = r"-(\d{8}-\d{6})(?:-(\d+))?"  # rundir.make_run_dir's <name>-<time>[-k]

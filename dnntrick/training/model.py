@@ -13,9 +13,9 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from dnntrick.activations import build_activation
-from dnntrick.initializers import init_weight
-from dnntrick.spec import DropoutSpec, ModelSpec, NormSpec, default_init
+from dnntrick.spec.schema import DropoutSpec, ModelSpec, NormSpec, default_init
+from dnntrick.tricks.activations import build_activation
+from dnntrick.tricks.initializers import init_weight
 
 
 class Dense(nn.Linear):

@@ -27,9 +27,9 @@ import torch.distributed as dist
 from torch import nn
 
 from dnntrick.errors import DnntrickError, UsageError
-from dnntrick.report import Reporter
-from dnntrick.rundir import RunDir
-from dnntrick.spec import TrainSpec
+from dnntrick.spec.schema import TrainSpec
+from dnntrick.training.report import Reporter
+from dnntrick.training.rundir import RunDir
 
 AGREE_EVERY = 10  # steps between the ranks' checks for an interrupt (a tiny all-reduce)
 

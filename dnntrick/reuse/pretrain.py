@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dnntrick.activations import build_activation
-from dnntrick.data import Splits, load_splits
+from dnntrick.data.datasets import Splits, load_splits
 from dnntrick.errors import DivergedError
-from dnntrick.optimizers import build_optimizer
-from dnntrick.report import Reporter
-from dnntrick.runner import Prepared
-from dnntrick.spec import PretrainSpec, Spec
+from dnntrick.spec.schema import PretrainSpec, Spec
+from dnntrick.training.report import Reporter
+from dnntrick.training.runner import Prepared
+from dnntrick.tricks.activations import build_activation
+from dnntrick.tricks.optimizers import build_optimizer
 
 EVAL_BATCH = 10_000
 

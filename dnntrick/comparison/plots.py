@@ -9,9 +9,9 @@ import io
 from pathlib import Path
 from typing import Any
 
-from dnntrick.compare import Variant
-from dnntrick.rundir import atomic_write
-from dnntrick.stats import mean_std
+from dnntrick.comparison.stats import mean_std
+from dnntrick.comparison.variants import Variant
+from dnntrick.training.rundir import atomic_write
 
 PANELS = (("val_accuracy", "validation accuracy"), ("train_loss", "training loss"))
 

@@ -25,7 +25,7 @@ from dnntrick.errors import DataError
 if TYPE_CHECKING:
     import torch
 
-    from dnntrick.spec import DataSpec
+    from dnntrick.spec.schema import DataSpec
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from dnntrick.errors import SpecError, UsageError
-from dnntrick.spec import Spec, suggest
+from dnntrick.spec.schema import Spec, suggest
 
 
 class StrictLoader(yaml.SafeLoader):

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dnntrick.spec import ClipSpec, Spec, TrainSpec
+from dnntrick.spec.schema import ClipSpec, Spec, TrainSpec
 
 
 def dense_weights(model: nn.Module, outputs: bool = True) -> list[torch.Tensor]:

@@ -26,14 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dnntrick.distributed import DataParallel
-from dnntrick.spec import TrainSpec
+from dnntrick.spec.schema import TrainSpec
+from dnntrick.training.distributed import DataParallel
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from dnntrick.guard import FiniteWatch
-    from dnntrick.regularization import StepTricks
+    from dnntrick.training.guard import FiniteWatch
+    from dnntrick.tricks.regularization import StepTricks
 
 
 class TrainStep:

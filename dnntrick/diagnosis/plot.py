@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from dnntrick.diagnosis import Diagnosis, LayerStats
+    from dnntrick.diagnosis.verdict import Diagnosis, LayerStats
 
 MAX_VIOLINS = 20  # deeper nets show this many blocks, evenly spaced, first and last included
 
@@ -127,7 +127,7 @@ def plot_probe(
 def recorded_layers(run_dir: Path | str, which: str = "last") -> list[LayerStats] | None:
     """The per-layer statistics a run recorded (train.diagnostics): its first or last snapshot,
     or None when the run recorded none."""
-    from dnntrick.diagnosis import LayerStats
+    from dnntrick.diagnosis.verdict import LayerStats
 
     snapshots: list[dict[str, Any]] = []
     metrics = Path(run_dir) / "metrics.jsonl"

@@ -16,21 +16,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from dnntrick import distributed
-from dnntrick.augment import build_augmenter
-from dnntrick.checkpoint import FOLDER, Checkpointer, open_resume
-from dnntrick.config import dump_spec
-from dnntrick.data import Splits, load_splits
-from dnntrick.diagnostics import Recorder
+from dnntrick.data.datasets import Splits, load_splits
+from dnntrick.diagnosis.hooks import Recorder
 from dnntrick.errors import DivergedError, UsageError
-from dnntrick.guard import set_determinism, signals_caught
-from dnntrick.loop import evaluate, fit
-from dnntrick.model import build_model, count_parameters
-from dnntrick.optimizers import build_optimizer
-from dnntrick.regularization import describe, mc_evaluate
-from dnntrick.report import Reporter
-from dnntrick.rundir import git_sha, make_run_dir, versions
-from dnntrick.spec import Spec, default_init
+from dnntrick.spec.config import dump_spec
+from dnntrick.spec.schema import Spec, default_init
+from dnntrick.training import distributed
+from dnntrick.training.checkpoint import FOLDER, Checkpointer, open_resume
+from dnntrick.training.guard import set_determinism, signals_caught
+from dnntrick.training.loop import evaluate, fit
+from dnntrick.training.model import build_model, count_parameters
+from dnntrick.training.report import Reporter
+from dnntrick.training.rundir import git_sha, make_run_dir, versions
+from dnntrick.tricks.augment import build_augmenter
+from dnntrick.tricks.optimizers import build_optimizer
+from dnntrick.tricks.regularization import describe, mc_evaluate
 
 
 @dataclass
@@ -60,11 +60,11 @@ Prepare = Callable[[Spec, torch.nn.Module, Splits, Reporter], Prepared]
 def spec_prepare(spec: Spec) -> Prepare | None:
     """The prepare hook that the spec's `transfer:` or `pretrain:` section asks for, if any."""
     if spec.transfer is not None:
-        from dnntrick.transfer import prepare_transfer
+        from dnntrick.reuse.transfer import prepare_transfer
 
         return prepare_transfer
     if spec.pretrain is not None:
-        from dnntrick.pretrain import prepare_pretrained
+        from dnntrick.reuse.pretrain import prepare_pretrained
 
         return prepare_pretrained
     return None

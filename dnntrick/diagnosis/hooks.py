@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dnntrick.activations import ACTIVATIONS
-from dnntrick.diagnosis import LayerStats
+from dnntrick.diagnosis.verdict import LayerStats
+from dnntrick.tricks.activations import ACTIVATIONS
 
 if TYPE_CHECKING:
-    from dnntrick.report import Reporter
-    from dnntrick.spec import DiagnosticsSpec, Spec
+    from dnntrick.spec.schema import DiagnosticsSpec, Spec
+    from dnntrick.training.report import Reporter
 
 FIELDS = ("mean", "std", "dead", "saturated", "grad", "out_grad", "update")
 COL = {name: i for i, name in enumerate(FIELDS)}
@@ -281,7 +281,7 @@ class Recorder:
     def finish(self, spec: Spec, reporter: Reporter) -> dict[str, Any]:
         """Remove the hooks, show the verdicts of the first and last recorded steps, and return
         them for summary.json."""
-        from dnntrick.diagnosis import Context, diagnose, spec_notes
+        from dnntrick.diagnosis.verdict import Context, diagnose, spec_notes
 
         self.close()
         self.flush()
@@ -316,8 +316,8 @@ class Recorder:
 def probe_spec(spec: Any, batch_size: int = 512, device: str | torch.device = "cpu") -> Probe:
     """Build `spec`'s model exactly as a run would (same seed, same weights) and probe it on a
     fixed batch of `batch_size` training images drawn with the spec's seed."""
-    from dnntrick.data import load_splits
-    from dnntrick.model import build_model
+    from dnntrick.data.datasets import load_splits
+    from dnntrick.training.model import build_model
 
     torch.manual_seed(spec.seed)  # the order runner.run_spec uses: same initial weights
     data = load_splits(spec.data, device)

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dnntrick.spec import Spec
+    from dnntrick.spec.schema import Spec
 
 VANISH_RATIO = 1e-2
 EXPLODE_RATIO = 1e2
@@ -38,7 +38,7 @@ DEEP = 5  # hidden layers from which "deep" applies to the init rules
 
 @dataclass
 class LayerStats:
-    """One block's numbers (see dnntrick.diagnostics for the definitions); None = n/a."""
+    """One block's numbers (see dnntrick.diagnosis.hooks for the definitions); None = n/a."""
 
     layer: str
     units: int
@@ -84,8 +84,8 @@ class Context:
 
     @classmethod
     def from_spec(cls, spec: Spec) -> Context:
-        from dnntrick.activations import ACTIVATIONS
-        from dnntrick.spec import default_init
+        from dnntrick.spec.schema import default_init
+        from dnntrick.tricks.activations import ACTIVATIONS
 
         model = spec.model
         init = default_init(model)

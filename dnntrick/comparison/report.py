@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from dnntrick.compare import RunRecord, Stats, Variant, epochs_to, what_differs
-from dnntrick.executor import Event
+from dnntrick.comparison.executor import Event
+from dnntrick.comparison.variants import RunRecord, Stats, Variant, epochs_to, what_differs
 
 BEST = "bold green"
 

@@ -39,7 +39,7 @@ from dnntrick.errors import (
     UsageError,
     WriteError,
 )
-from dnntrick.rundir import atomic_write, versions
+from dnntrick.training.rundir import atomic_write, versions
 
 FORMAT = 1
 FOLDER = "checkpoints"

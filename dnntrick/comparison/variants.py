@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
+from dnntrick.comparison.stats import Difference, mean_std, paired_difference
 from dnntrick.errors import DnntrickError, SpecError, UsageError
-from dnntrick.spec import Spec, suggest
-from dnntrick.stats import Difference, mean_std, paired_difference
+from dnntrick.spec.schema import Spec, suggest
 
 KEY_PATTERN = r"[A-Za-z_]\w*(\.[A-Za-z_0-9]\w*)*"
 HIDDEN_KEYS = ("name", "seed")  # never shown as "what differs": every variant has its own
@@ -150,7 +150,7 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 def spec_params(spec: Spec) -> dict[str, Any]:
     """The resolved spec as the run directory's spec.yaml holds it, flattened, no name/seed."""
-    from dnntrick.config import dump_spec
+    from dnntrick.spec.config import dump_spec
 
     flat = flatten(yaml.safe_load(dump_spec(spec)))
     return {k: v for k, v in flat.items() if k not in HIDDEN_KEYS}
@@ -160,7 +160,7 @@ def expand_specs(
     paths: list[str], overrides: list[str], grid: list[tuple[str, list[str]]], seeds: int
 ) -> list[Variant]:
     """One variant per spec file × grid point, each with `seeds` specs (shared seed list)."""
-    from dnntrick.config import apply_overrides, read_spec_file, validate
+    from dnntrick.spec.config import apply_overrides, read_spec_file, validate
 
     raw: list[tuple[str, dict[str, Any] | DnntrickError]] = []
     for path in paths:
@@ -212,7 +212,7 @@ def _seed0(data: dict[str, Any]) -> int | None:
 
 def read_run(folder: Path) -> tuple[RunRecord, str, dict[str, Any]]:
     """(record, run name, params) of one finished (or broken) run directory."""
-    from dnntrick.config import load_spec, read_spec_file
+    from dnntrick.spec.config import load_spec, read_spec_file
 
     summary = _read_json(folder / "summary.json")
     history = [json.loads(line) for line in _read_text(folder / "metrics.jsonl").splitlines()]

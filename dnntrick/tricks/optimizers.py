@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from dnntrick.spec import OptimizerSpec
+    from dnntrick.spec.schema import OptimizerSpec
 
 
 @dataclass(frozen=True)

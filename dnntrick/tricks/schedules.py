@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from dnntrick.spec import ScheduleSpec
+    from dnntrick.spec.schema import ScheduleSpec
 
 
 @dataclass(frozen=True)

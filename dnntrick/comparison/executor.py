@@ -21,7 +21,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from dnntrick.report import Reporter
+from dnntrick.training.report import Reporter
 
 # An MLP step on small batches gains little from intra-op threads, and on a busy machine they
 # cost a lot (measured: one 5,000-sample epoch 1.8 s with 1 thread, 43 s with 2 on 2 loaded
@@ -126,8 +126,8 @@ def run_job(job: Job, send: Callable[[Event], None], arrays: Any = None) -> Outc
 
 def _train(job: Job, send: Callable[[Event], None], arrays: Any) -> Outcome:
     from dnntrick.errors import DivergedError, DnntrickError
-    from dnntrick.runner import run_spec
-    from dnntrick.spec import Spec
+    from dnntrick.spec.schema import Spec
+    from dnntrick.training.runner import run_spec
 
     send(("start", job.id, {}))
     try:

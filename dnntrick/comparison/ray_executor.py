@@ -23,8 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dnntrick.errors import DnntrickError, UsageError
-from dnntrick.executor import (
+from dnntrick.comparison.executor import (
     POLL_S,
     RUNS_PER_GPU,
     THREADS_PER_CPU_RUN,
@@ -33,6 +32,7 @@ from dnntrick.executor import (
     Outcome,
     run_job,
 )
+from dnntrick.errors import DnntrickError, UsageError
 
 INSTALL = "pip install 'dnntrick[ray]'"
 
@@ -141,7 +141,7 @@ def _put_data(ray: Any, jobs: list[Job]) -> dict[tuple[str, str | None], Any]:
     read maps to None: the task then reads it itself, and reports the same error if it can't."""
     import numpy as np
 
-    from dnntrick.data import load_arrays
+    from dnntrick.data.datasets import load_arrays
 
     refs: dict[tuple[str, str | None], Any] = {}
     for job in jobs:
@@ -213,7 +213,7 @@ def _write_shipped(outcome: Outcome, files: dict[str, bytes], out: Path) -> None
     """Write a remote task's run directory under `out` and point its summary at it."""
     import json
 
-    from dnntrick.rundir import atomic_write, make_run_dir, write_json
+    from dnntrick.training.rundir import atomic_write, make_run_dir, write_json
 
     folders = {name.split("/", 1)[0] for name in files}
     for folder in folders:  # one: the run's folder, named <spec name>-<time>

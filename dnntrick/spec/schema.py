@@ -22,10 +22,10 @@ from pydantic import (
     model_validator,
 )
 
-from dnntrick.activations import ACTIVATIONS
-from dnntrick.initializers import ALIASES, INITIALIZERS, Mode
-from dnntrick.optimizers import OPTIMIZERS
-from dnntrick.schedules import SCHEDULES
+from dnntrick.tricks.activations import ACTIVATIONS
+from dnntrick.tricks.initializers import ALIASES, INITIALIZERS, Mode
+from dnntrick.tricks.optimizers import OPTIMIZERS
+from dnntrick.tricks.schedules import SCHEDULES
 
 DATASETS = ("mnist", "fashion-mnist", "kmnist")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
@@ -90,7 +90,7 @@ class DataSpec(StrictModel):
 
     @model_validator(mode="after")
     def _flips_fit_the_data(self) -> DataSpec:
-        from dnntrick.data import DATASETS as INFO
+        from dnntrick.data.datasets import DATASETS as INFO
 
         if self.augment and self.augment.flip and not INFO[self.dataset].flips_meaningful:
             raise ValueError(
@@ -672,7 +672,7 @@ class Spec(StrictModel):
 
 def default_init(spec: ModelSpec) -> str:
     """The initializer name that `init: auto` stands for with this activation."""
-    from dnntrick.initializers import AUTO_BY_FAMILY
+    from dnntrick.tricks.initializers import AUTO_BY_FAMILY
 
     if spec.init.name != "auto":
         return spec.init.name

@@ -1,6 +1,6 @@
 """ACTIVATIONS: the closed registry of activation functions a spec may name.
 
-Each entry names a class in `torch.nn`, or in `dnntrick.elu` for ELU and SELU (their torch.nn
+Each entry names a class in `torch.nn`, or in `dnntrick.tricks.elu` for ELU and SELU (their torch.nn
 subclasses with a faster CPU path), looked up only when a model is built, so importing this
 module does not import torch; the spec arguments it takes with their defaults; and its family.
 The family drives `init: auto` (the book's table: He for the ReLU family, LeCun for SELU, Glorot
@@ -26,7 +26,7 @@ class Activation:
     # spec argument -> (torch keyword argument, default). PyTorch's defaults unless noted.
     args: dict[str, tuple[str, float]] = field(default_factory=dict)
     per_unit: bool = False  # the torch class takes the layer width (PReLU: one slope per unit)
-    home: Literal["torch.nn", "dnntrick.elu"] = "torch.nn"  # the module that holds the class
+    home: Literal["torch.nn", "dnntrick.tricks.elu"] = "torch.nn"  # the module that holds the class
 
 
 ACTIVATIONS: dict[str, Activation] = {
@@ -36,8 +36,8 @@ ACTIVATIONS: dict[str, Activation] = {
     # One learned slope per unit (Keras PReLU); alpha is the initial slope.
     "prelu": Activation("PReLU", "relu", {"alpha": ("init", 0.25)}, per_unit=True),
     "rrelu": Activation("RReLU", "relu", {"lower": ("lower", 1 / 8), "upper": ("upper", 1 / 3)}),
-    "elu": Activation("ELU", "relu", {"alpha": ("alpha", 1.0)}, home="dnntrick.elu"),
-    "selu": Activation("SELU", "selu", home="dnntrick.elu"),
+    "elu": Activation("ELU", "relu", {"alpha": ("alpha", 1.0)}, home="dnntrick.tricks.elu"),
+    "selu": Activation("SELU", "selu", home="dnntrick.tricks.elu"),
     "gelu": Activation("GELU", "relu"),
     "swish": Activation("SiLU", "relu"),
     "silu": Activation("SiLU", "relu"),

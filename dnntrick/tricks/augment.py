@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from dnntrick.spec import AugmentSpec
+from dnntrick.spec.schema import AugmentSpec
 
 ERASE_AREA = (0.02, 0.33)  # fraction of the image erased (torchvision RandomErasing's defaults)
 ERASE_RATIO = (0.3, 3.3)  # height / width of the erased rectangle

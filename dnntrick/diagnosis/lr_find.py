@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dnntrick.errors import UsageError
-from dnntrick.spec import Spec
+from dnntrick.spec.schema import Spec
 
 # β of the bias-corrected moving average of the loss: a window of ~10 steps, so the smoothed curve
 # lags the lr by ~10 steps only (fastai's 0.98 lags ~50 steps, a decade of lr over 300 steps)
@@ -141,7 +141,7 @@ def plot(result: LRFind, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dnntrick.rundir import atomic_write
+    from dnntrick.training.rundir import atomic_write
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     ax.plot(result.lrs, result.losses, color="0.75", linewidth=0.8, label="batch loss")
@@ -187,13 +187,13 @@ def find_lr(
 ) -> tuple[LRFind, Path]:
     """Run the range test on the spec's fresh model and training split; write
     out/<name>-lr-find-<time>/ with lr_find.png, lr_find.csv, spec.yaml and summary.json."""
-    from dnntrick.augment import build_augmenter
-    from dnntrick.config import dump_spec
-    from dnntrick.data import load_splits
-    from dnntrick.model import build_model
-    from dnntrick.optimizers import build_optimizer
-    from dnntrick.rundir import RunDir, atomic_write, make_run_dir, write_json
-    from dnntrick.runner import resolve_device
+    from dnntrick.data.datasets import load_splits
+    from dnntrick.spec.config import dump_spec
+    from dnntrick.training.model import build_model
+    from dnntrick.training.rundir import RunDir, atomic_write, make_run_dir, write_json
+    from dnntrick.training.runner import resolve_device
+    from dnntrick.tricks.augment import build_augmenter
+    from dnntrick.tricks.optimizers import build_optimizer
 
     check_range(start, end, steps)  # before any work
     device = resolve_device(spec.device)

@@ -23,17 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dnntrick.augment import Augmenter
-from dnntrick.checkpoint import Checkpointer, Loaded, Position
-from dnntrick.data import Splits
-from dnntrick.distributed import eval_share, sum_across
-from dnntrick.guard import INTERRUPT, FiniteWatch
-from dnntrick.optimizers import current_lr
-from dnntrick.regularization import StepTricks
-from dnntrick.report import Reporter
-from dnntrick.schedules import Scheduler
-from dnntrick.spec import EarlyStoppingSpec, TrainSpec
-from dnntrick.step import TrainStep, make_step
+from dnntrick.data.datasets import Splits
+from dnntrick.spec.schema import EarlyStoppingSpec, TrainSpec
+from dnntrick.training.checkpoint import Checkpointer, Loaded, Position
+from dnntrick.training.distributed import eval_share, sum_across
+from dnntrick.training.guard import INTERRUPT, FiniteWatch
+from dnntrick.training.report import Reporter
+from dnntrick.training.step import TrainStep, make_step
+from dnntrick.tricks.augment import Augmenter
+from dnntrick.tricks.optimizers import current_lr
+from dnntrick.tricks.regularization import StepTricks
+from dnntrick.tricks.schedules import Scheduler
 
 PROGRESS_INTERVAL_S = 0.25  # how often the progress bar may read the running loss (a sync point)
 
