@@ -5,7 +5,7 @@ with a CUDA device, a few minutes long.
    batch 50, 200 and 1000: eager fp32, CUDA graphs fp32, eager bf16, CUDA graphs bf16. Samples/s,
    test accuracy, peak GPU memory. Target: graphs ≥ 2× eager at batch 50, same accuracy.
 2. Gradient clipping and an LR change under graphs: with global-norm clipping captured in the
-   step, an lr set to 0 between replays (optimizers.set_lr) must freeze the weights, and the
+   step, an lr set to 0 between replays (training.lr.set_lr) must freeze the weights, and the
    clipping's device step counter must count the replayed steps.
 3. `dnntrick compare --jobs N` with N = 1, 4, 8 runs sharing the one GPU: aggregate samples/s.
 """
@@ -72,10 +72,11 @@ def lr_change_is_seen(out: Path) -> dict[str, Any]:
     from dnntrick.data.datasets import load_splits
     from dnntrick.spec.schema import ClipSpec
     from dnntrick.training.loop import train_epoch
+    from dnntrick.training.lr import set_lr
     from dnntrick.training.model import build_model
     from dnntrick.training.report import Reporter
-    from dnntrick.training.step import make_step
-    from dnntrick.tricks.optimizers import build_optimizer, set_lr
+    from dnntrick.training.step import StepParts, make_step
+    from dnntrick.tricks.optimizers import build_optimizer
     from dnntrick.tricks.regularization import StepTricks
 
     spec = _spec(50, "fp32", True, epochs=1)
@@ -88,7 +89,7 @@ def lr_change_is_seen(out: Path) -> dict[str, Any]:
         opt = build_optimizer(spec.train.optimizer, model.parameters(), "cuda", capturable=True)
         params = list(model.parameters())
         tricks = StepTricks(model, train)  # global-norm clipping inside the captured step
-        step = make_step(model, opt, data.x_train, data.y_train, train, tricks)
+        step = make_step(StepParts(model, opt, tricks=tricks), data.x_train, data.y_train, train)
         order = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(0))
         train_epoch(step, order[:5000].cuda(), 50, Reporter())  # warm-up, capture, replays
         set_lr(opt, lr_after)

@@ -32,7 +32,7 @@ from dnntrick.training.guard import FiniteWatch
 from dnntrick.training.loop import train_epoch
 from dnntrick.training.model import build_model
 from dnntrick.training.report import Reporter
-from dnntrick.training.step import make_step
+from dnntrick.training.step import StepParts, make_step
 from dnntrick.tricks.optimizers import build_optimizer
 from dnntrick.tricks.regularization import StepTricks
 
@@ -218,9 +218,8 @@ class DnntrickLoop:
         watch = FiniteWatch(
             spec.train.on_nonfinite, self.model, self.optimizer, steps, Checkpointer(None)
         )
-        self.step = make_step(
-            self.model, self.optimizer, splits.x_train, splits.y_train, spec.train, tricks, watch
-        )
+        parts = StepParts(self.model, self.optimizer, tricks=tricks, watch=watch)
+        self.step = make_step(parts, splits.x_train, splits.y_train, spec.train)
         self.reporter = Reporter()
         self.stream = permutations(len(splits.x_train), setup.seed)
         self.order = next(self.stream)
@@ -234,9 +233,9 @@ class DnntrickLoop:
                 self.order, self.pos = next(self.stream), 0
             take = min(n_batches * self.bs, len(self.order) - self.pos)  # within this epoch
             segment = self.order[self.pos : self.pos + take]
-            self.step.reset()
+            self.step.sums.set(torch.zeros(()), torch.zeros((), dtype=torch.long))
             train_epoch(self.step, segment, self.bs, self.reporter)
-            loss_sum += self.step.loss_sum.item()
+            loss_sum += self.step.sums.loss_sum.item()
             seen += len(segment)
             self.pos += take
             n_batches -= (take + self.bs - 1) // self.bs

@@ -48,10 +48,10 @@ def test_loops_start_from_the_same_weights_and_differ_with_the_seed(setup: Setup
 
 
 def test_dnntrick_loop_runs_the_production_step(setup: Setup):
-    from dnntrick.training.step import TrainStep
+    from dnntrick.training.step import EagerStep
 
     loop = DnntrickLoop(setup, load_splits(setup.spec().data))
-    assert type(loop.step) is TrainStep
+    assert type(loop.step) is EagerStep
     before = loop.model.hidden1.weight.detach().clone()
     loop.run(2)
     assert not torch.equal(before, loop.model.hidden1.weight)

@@ -103,8 +103,7 @@ def test_outside_torchrun_every_hook_does_nothing(tmp_path: Path):
     assert not distributed.active() and distributed.world_size() == 1 and distributed.is_main()
     model = torch.nn.Linear(3, 2)
     parallel = DataParallel(model)
-    idx = torch.arange(7)
-    assert parallel.shard(idx) is idx and parallel.forward is model
+    assert parallel.forward is model and parallel.ranks == 1  # the step calls the model itself
     total = torch.tensor(5.0)
     assert sum_across(total)[0] is total and total.item() == 5.0
     check_batches(501, 50)  # a last batch of 1 is fine for one process
@@ -163,10 +162,10 @@ def test_shares_weight_the_gradient_by_their_size(monkeypatch: pytest.MonkeyPatc
     shares = []
     for me in (0, 1):
         monkeypatch.setattr(distributed, "rank", lambda me=me: me)
-        parallel = DataParallel.__new__(DataParallel)  # no process group: forward = the model
-        parallel.model, parallel.forward, parallel.ranks, parallel.weight = model, model, 2, 1.0
+        parallel = DataParallel.__new__(DataParallel)  # no process group: "DDP" = the model
+        parallel.model, parallel.ddp, parallel.ranks, parallel.weight = model, model, 2, 1.0
         idx = parallel.shard(torch.arange(5))
-        loss = torch.nn.functional.cross_entropy(parallel(x[idx]), y[idx])
+        loss = torch.nn.functional.cross_entropy(parallel._weighted_forward(x[idx]), y[idx])
         shares.append(torch.autograd.grad(loss, model.weight)[0])
     assert torch.allclose((shares[0] + shares[1]) / 2, whole, atol=1e-6)  # DDP: the mean
     unweighted = [

@@ -12,8 +12,9 @@ import torch
 
 from dnntrick.spec.config import load_spec
 from dnntrick.spec.schema import ScheduleSpec, TrainSpec
+from dnntrick.training.lr import Scheduler
 from dnntrick.training.runner import run_spec
-from dnntrick.tricks.schedules import SCHEDULES, Scheduler
+from dnntrick.tricks.schedules import SCHEDULES
 from tests.conftest import tiny_overrides, write_spec
 
 LR0 = 0.1

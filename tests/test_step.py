@@ -12,17 +12,12 @@ from dnntrick.errors import UsageError
 from dnntrick.spec.config import load_spec
 from dnntrick.spec.schema import ModelSpec, OptimizerSpec, TrainSpec
 from dnntrick.training.loop import train_epoch
+from dnntrick.training.lr import current_lr, set_lr
 from dnntrick.training.model import build_model
 from dnntrick.training.report import Reporter
 from dnntrick.training.runner import run_spec
-from dnntrick.training.step import GraphStep, TrainStep, make_step
-from dnntrick.tricks.optimizers import (
-    OPTIMIZERS,
-    build_optimizer,
-    current_lr,
-    set_lr,
-    torch_optimizer_args,
-)
+from dnntrick.training.step import EagerStep, GraphStep, StepParts, make_step, train_step
+from dnntrick.tricks.optimizers import OPTIMIZERS, build_optimizer, torch_optimizer_args
 from tests.conftest import tiny_overrides, write_spec
 
 SPEC = """\
@@ -41,32 +36,52 @@ def setup(n: int = 120, seed: int = 0, optimizer: str = "sgd"):
     return model, opt, x, y
 
 
+def eager(model, opt, x, y, **parts) -> EagerStep:
+    return EagerStep(StepParts(model, opt, **parts), x, y)
+
+
 def test_train_epoch_sums_every_sample_and_keeps_the_last_small_batch():
     model, opt, x, y = setup(n=120)
-    step = TrainStep(model, opt, x, y)
+    step = eager(model, opt, x, y)
     train_epoch(step, torch.arange(120), 50, Reporter())  # 50 + 50 + 20
     # the same three steps by hand, on a copy that starts from the same weights
     model2, opt2, _, _ = setup(n=120)
-    total = 0.0
+    total, correct = 0.0, 0
     for idx in torch.arange(120).split(50):
-        loss = torch.nn.functional.cross_entropy(model2(x[idx]), y[idx])
+        logits = model2(x[idx])
+        loss = torch.nn.functional.cross_entropy(logits, y[idx])
         opt2.zero_grad()
         loss.backward()
         opt2.step()
         total += loss.item() * len(idx)
-    assert step.loss_sum.item() == pytest.approx(total, rel=1e-6)
-    assert 0 <= step.correct.item() <= 120
+        correct += int((logits.argmax(dim=1) == y[idx]).sum())  # before each update, as the step
+    assert step.sums.loss_sum.item() == pytest.approx(total, rel=1e-6)
+    assert step.sums.correct.item() == correct
     for p, q in zip(model.parameters(), model2.parameters(), strict=True):
         torch.testing.assert_close(p, q)
-    step.start_epoch(2, torch.zeros(()), torch.zeros((), dtype=torch.long))  # fit's epoch start
-    sums = step.loss_sum
+    step.sums.set(torch.zeros(()), torch.zeros((), dtype=torch.long))  # fit's epoch start
+    sums = step.sums.loss_sum
     train_epoch(step, torch.arange(50), 50, Reporter())
-    assert step.loss_sum is sums  # in place: a captured graph keeps adding into the same tensor
-    assert step.loss_sum.item() < total / 2  # one batch's sum only
+    assert step.sums.loss_sum is sums  # in place: a captured graph adds into the same tensor
+    assert step.sums.loss_sum.item() < total / 2  # one batch's sum only
     # a resumed epoch starts from the checkpoint's sums and its first step
-    step.start_epoch(3, torch.tensor(1000.0), torch.tensor(7))
+    step.sums.set(torch.tensor(1000.0), torch.tensor(7))
     train_epoch(step, torch.arange(120), 50, Reporter(), first=2)  # only the last batch of 20
-    assert 1000.0 < step.loss_sum.item() < 1000.0 + total / 2 and step.correct.item() >= 7
+    assert 1000.0 < step.sums.loss_sum.item() < 1000.0 + total / 2
+    assert 7 <= step.sums.correct.item() <= 7 + 20  # the last batch holds 20 rows
+
+
+def test_train_step_with_another_loss_and_no_sums_trains_an_autoencoder():
+    """Pretraining's use: (outputs, inputs) → MSE, no accuracy; the same function updates."""
+    torch.manual_seed(0)
+    x = torch.rand(64, 12)
+    net = torch.nn.Sequential(torch.nn.Linear(12, 4), torch.nn.Linear(4, 12))
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    parts = StepParts(net, opt, loss=torch.nn.functional.mse_loss)
+    first = train_step(parts, x, x).item()
+    for _ in range(50):
+        last = train_step(parts, x, x).item()
+    assert last < first / 2
 
 
 class ZeroingTricks:
@@ -92,10 +107,10 @@ def test_tricks_hooks_run_in_order_and_clip_comes_before_the_optimizer_step():
     model, opt, x, y = setup()
     before = [p.detach().clone() for p in model.parameters()]
     tricks = ZeroingTricks(model)
-    step = TrainStep(model, opt, x, y, tricks=tricks)  # type: ignore[arg-type]
+    step = eager(model, opt, x, y, tricks=tricks)
     step(torch.arange(50))
     assert tricks.calls == ["penalty", "clip", "max_norm"]
-    assert step.loss_sum.item() > 0  # the step ran …
+    assert step.sums.loss_sum.item() > 0  # the step ran …
     for p, q in zip(before, model.parameters(), strict=True):
         assert torch.equal(p, q)  # … but SGD saw the clipped (zero) gradients
 
@@ -107,7 +122,7 @@ def test_clip_step_counter_lives_on_the_device():
 
     model, opt, x, y = setup()
     tricks = StepTricks(model, TrainSpec(clip=ClipSpec(by="global_norm", threshold=0.5)))
-    step = TrainStep(model, opt, x, y, tricks=tricks)
+    step = eager(model, opt, x, y, tricks=tricks)
     train_epoch(step, torch.arange(120), 50, Reporter())
     assert isinstance(tricks.steps, torch.Tensor) and tricks.steps.item() == 3
     row = tricks.epoch_metrics()
@@ -120,13 +135,13 @@ def test_precision_sets_the_dtype_inside_the_step(precision: str):
     model, opt, x, y = setup()
     seen: list[torch.dtype] = []
     model.hidden1.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
-    step = TrainStep(model, opt, x, y, precision=precision)
+    step = eager(model, opt, x, y, precision=precision)
     before = model.hidden1.weight.detach().clone()
     step(torch.arange(50))
     assert seen == [torch.bfloat16 if precision == "bf16" else torch.float32]
     assert model.hidden1.weight.dtype == torch.float32  # weights and optimizer stay float32
     assert not torch.equal(before, model.hidden1.weight)
-    assert step.loss_sum.dtype == torch.float32
+    assert step.sums.loss_sum.dtype == torch.float32
 
 
 def test_bf16_runs_end_to_end_on_cpu_and_learns(tmp_path: Path, tiny_root: Path):
@@ -148,23 +163,23 @@ def test_graph_body_computes_the_eager_step():
     the eager step on the same batch; checked on the CPU, where it runs without capture."""
     idx = torch.tensor([5, 3, 99, 0, 42])
     m1, o1, x, y = setup()
-    eager = TrainStep(m1, o1, x, y)
-    eager(idx)
+    plain = eager(m1, o1, x, y)
+    plain(idx)
     m2, o2, _, _ = setup()
-    graph = GraphStep(m2, o2, x, y, batch_size=5)
+    graph = GraphStep(StepParts(m2, o2), x, y, batch_size=5)
     graph.idx.copy_(idx)
-    graph._gather_and_run()
+    graph._gather_and_step()
     assert torch.equal(graph.xb, x[idx]) and torch.equal(graph.yb, y[idx])
-    assert graph.loss_sum.item() == pytest.approx(eager.loss_sum.item(), rel=1e-6)
+    assert graph.sums.loss_sum.item() == pytest.approx(plain.sums.loss_sum.item(), rel=1e-6)
     for p, q in zip(m1.parameters(), m2.parameters(), strict=True):
         torch.testing.assert_close(p, q)
 
 
 def test_make_step_picks_eager_and_refuses_graphs_off_cuda():
     model, opt, x, y = setup()
-    assert type(make_step(model, opt, x, y, TrainSpec())) is TrainStep
+    assert type(make_step(StepParts(model, opt), x, y, TrainSpec())) is EagerStep
     with pytest.raises(UsageError, match=r"train\.cuda_graphs: needs a CUDA device"):
-        make_step(model, opt, x, y, TrainSpec(cuda_graphs=True))
+        make_step(StepParts(model, opt), x, y, TrainSpec(cuda_graphs=True))
 
 
 def test_cuda_graphs_on_cpu_is_a_one_line_spec_error(cli, tmp_path: Path):

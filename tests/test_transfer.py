@@ -16,6 +16,7 @@ from dnntrick.data.datasets import load_splits
 from dnntrick.errors import UsageError
 from dnntrick.reuse.transfer import cached_prefix, prepare_transfer, unfreeze
 from dnntrick.spec.config import load_spec
+from dnntrick.training import build as building
 from dnntrick.training import runner
 from dnntrick.training.loop import fit
 from dnntrick.training.model import MLP, Dense, build_model
@@ -76,13 +77,13 @@ def test_frozen_layers_bitwise_unchanged_while_the_others_train(
     tmp_path: Path, tiny_root: Path, source: Path, monkeypatch: pytest.MonkeyPatch
 ):
     given: list[torch.Tensor] = []
-    build = runner.build_optimizer
+    build = building.build_optimizer
 
     def spy(spec, params, device_type, **kwargs):
         given.extend(params)
         return build(spec, params, device_type, **kwargs)
 
-    monkeypatch.setattr(runner, "build_optimizer", spy)
+    monkeypatch.setattr(building, "build_optimizer", spy)
     spec = target(tmp_path, tiny_root, source, "train.optimizer.weight_decay=0.1")
     result = run_spec(spec, out=tmp_path / "runs")
     src, after = weights(source), weights(result.run_dir)

@@ -1,9 +1,14 @@
-"""Arguments shared by the commands that take a spec."""
+"""Arguments shared by the commands that take a spec, and the options of the commands that train
+one (train, transfer, pretrain): defined once here, added to each by `@run_options`."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -33,3 +38,40 @@ JsonOpt = Annotated[
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress or epoch table; one result line.")
 ]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The options every training command takes, as one value."""
+
+    out: OutOpt = Path("runs")
+    device: DeviceOpt = None
+    print_config: PrintConfigOpt = False
+    as_json: JsonOpt = False
+    quiet: QuietOpt = False
+
+
+def run_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command RunOptions' fields as its last options (what typer shows and parses) and
+    call it with them gathered into one `options: RunOptions` argument."""
+    hints = inspect.get_annotations(RunOptions, eval_str=True)
+    shared = [
+        inspect.Parameter(
+            f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name]
+        )
+        for f in fields(RunOptions)
+    ]
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for name, p in signature.parameters.items() if name != "options"]
+
+    @functools.wraps(command)
+    def with_options(*args: Any, **kwargs: Any) -> None:
+        options = RunOptions(**{p.name: kwargs.pop(p.name, p.default) for p in shared})
+        command(*args, options=options, **kwargs)
+
+    with_options.__signature__ = signature.replace(parameters=own + shared)  # type: ignore[attr-defined]
+    with_options.__annotations__ = {
+        **{p.name: p.annotation for p in own + shared},
+        "return": signature.return_annotation,
+    }
+    return with_options

@@ -4,23 +4,15 @@ one row per variant with mean ± std over seeds and the paired difference agains
 from __future__ import annotations
 
 import json
-import os
-import time
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from dnntrick.cli.common import DeviceOpt, OutOpt
-from dnntrick.errors import UsageError
 
-if TYPE_CHECKING:
-    from rich.console import Console
-
-    from dnntrick.comparison.variants import Variant
-
-INSTALL = "pip install 'dnntrick[ray]'"  # also in ray_executor.py, which imports ray lazily
+INSTALL = "pip install 'dnntrick[ray]'"  # as comparison/session.py says it
 
 
 class ExecutorName(StrEnum):
@@ -109,217 +101,50 @@ def compare(
 ) -> None:
     """Compare tricks honestly: every variant runs on the same seeds (same data split and order),
     and each is judged against the baseline by the 95% CI of the paired difference."""
-    from dnntrick.comparison.variants import (
-        dedupe_labels,
-        exit_code,
-        expand_specs,
-        parse_vary,
-        pick_baseline,
-        read_run_dirs,
-        split_inputs,
-    )
-
-    paths, overrides = split_inputs(list(inputs or []))
-    if device is not None:
-        overrides.append(f"device={device}")
-    grid = parse_vary(list(vary or []))
-    _check_options(paths, overrides, grid, target, plot, csv_file)
-    if plot_gradients is not None and (
-        plot_gradients.suffix.lower() != ".png" or not plot_gradients.parent.resolve().is_dir()
-    ):
-        raise UsageError(f"--plot-gradients {plot_gradients}: give a .png in an existing folder")
-    if address is not None and executor != ExecutorName.ray:
-        raise UsageError("--address ADDR names a Ray cluster; add --executor ray")
-    if address is not None and jobs is not None:
-        raise UsageError(
-            "--jobs sets a local Ray instance's CPUs; a cluster at --address has its own"
-        )
-    if executor == ExecutorName.ray:
-        from dnntrick.comparison.ray_executor import import_ray
-
-        import_ray()  # not installed: say how, before anything runs
-    dirs = [p for p in paths if Path(p).is_dir()]
-    specs = [p for p in paths if not Path(p).is_dir()]
-    variants = expand_specs(specs, overrides, grid, seeds) + read_run_dirs(dirs)
-    variants.sort(key=lambda v: paths.index(v.source))  # the order given; the first is baseline
-    dedupe_labels(variants)
-    base = pick_baseline(variants, baseline)
-
     from rich.console import Console
 
-    from dnntrick.training.rundir import make_run_dir, write_json
+    from dnntrick.comparison.report import print_failures, results_table
+    from dnntrick.comparison.session import run_comparison
 
     console = Console(stderr=as_json, highlight=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console.width = 160  # logs and pipes: keep each variant on one line
-    folder = make_run_dir(out, "compare")
-    started = time.perf_counter()
-    plan = _run(variants, folder, console, jobs, executor, address)
-
-    from dnntrick.comparison.report import (
-        comparison_csv,
-        comparison_json,
-        print_failures,
-        results_table,
+    result = run_comparison(
+        list(inputs or []),
+        seeds=seeds,
+        vary=list(vary or []),
+        jobs=jobs,
+        target=target,
+        baseline=baseline,
+        executor=executor.value,
+        address=address,
+        out=out,
+        device=device,
+        console=console,
+        plot=plot,
+        csv_file=csv_file,
+        plot_gradients=plot_gradients,
     )
-    from dnntrick.comparison.variants import summarize
-    from dnntrick.training.rundir import atomic_write
-
-    stats = [summarize(v, base, target) for v in variants]
-    table, same = results_table(variants, stats, base, target)
+    variants, base = result.variants, result.baseline
+    table, same = results_table(variants, result.stats, base, target)
     console.print(table)
     if same:
         console.print("[dim]same for all: " + " · ".join(same) + "[/]")
-    seed_list = sorted({r.seed for v in variants for r in v.runs})
     console.print(
         f"[dim]Δ: test accuracy minus {base.label}'s, paired by seed "
-        f"({', '.join(map(str, seed_list))}), mean with its 95% t interval; best in green.[/]"
+        f"({', '.join(map(str, result.document['seeds']))}), mean with its 95% t interval; "
+        "best in green.[/]"
     )
-    meta = {
-        "comparison_dir": str(folder),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "inputs": list(inputs or []),
-        "vary": list(vary or []),
-        "seeds": seed_list,
-        "confidence": 0.95,
-        "jobs": plan[0],
-        "threads_per_job": plan[1],
-        "wall_seconds": time.perf_counter() - started,
-    }
-    document = comparison_json(variants, stats, base, meta, target)
-    text = comparison_csv(variants, target)
-    write_json(folder / "comparison.json", document)
-    atomic_write(folder / "comparison.csv", text.encode())
-    if csv_file is not None:
-        atomic_write(csv_file, text.encode())
-    if plot is not None:
-        from dnntrick.comparison.plots import plot_comparison
-
-        n_seeds = max((len(v.runs) for v in variants), default=0)
-        plot_comparison(
-            variants, plot, f"dnntrick compare: {len(variants)} variants × {n_seeds} seeds"
-        )
-    if plot_gradients is not None:
-        from dnntrick.diagnosis.plot import plot_gradient_comparison
-
-        groups = [(v.label, [Path(r.run_dir) for r in v.runs if r.run_dir]) for v in variants]
-        for label in plot_gradient_comparison(groups, plot_gradients, "gradient norm by depth"):
-            console.print(f"[dim]{label}: no recorded diagnostics (set train.diagnostics)[/]")
+    for note in result.notes:
+        console.print(f"[dim]{note}[/]")
     written = [
-        f"{folder}/comparison.json|csv",
+        f"{result.folder}/comparison.json|csv",
         *(str(p) for p in (plot, csv_file, plot_gradients) if p),
     ]
     console.print(f"[dim]wrote {', '.join(written)}[/]")
     if as_json:
-        typer.echo(json.dumps(document, indent=2))
+        typer.echo(json.dumps(result.document, indent=2))
     print_failures(variants, lambda line: typer.echo(line, err=True))
-    code = exit_code(variants)
-    if code:
-        raise typer.Exit(code)
-
-
-def _check_options(
-    paths: list[str],
-    overrides: list[str],
-    grid: list[tuple[str, list[str]]],
-    target: float | None,
-    plot: Path | None,
-    csv_file: Path | None,
-) -> None:
-    """Usage errors, before anything runs (a typo must not cost a finished comparison)."""
-    if not paths:
-        raise UsageError("give at least one SPEC file or RUN_DIR to compare")
-    specs = [p for p in paths if not Path(p).is_dir()]
-    if not specs and (grid or overrides):
-        what = "--vary" if grid else f"override {overrides[0]!r}"
-        raise UsageError(f"{what} applies to SPEC files; run directories are read as they are")
-    if target is not None and not 0 < target <= 1:
-        raise UsageError(f"--target {target:g}: give an accuracy between 0 and 1, e.g. 0.88")
-    if plot is not None and plot.suffix.lower() != ".png":
-        raise UsageError(f"--plot {plot}: the file name must end in .png")
-    for option, path in (("--plot", plot), ("--csv", csv_file)):
-        if path is not None and not path.parent.resolve().is_dir():
-            raise UsageError(f"{option} {path}: folder {path.parent} does not exist")
-
-
-def _run(
-    variants: list[Variant],
-    folder: Path,
-    console: Console,
-    jobs: int | None,
-    executor: ExecutorName = ExecutorName.process,
-    address: str | None = None,
-) -> tuple[int, int]:
-    """Run every spec variant's seeds under `folder`; fill in their RunRecords."""
-    from dnntrick.comparison.executor import (
-        THREADS_PER_CPU_RUN,
-        Job,
-        cpu_count,
-        make_executor,
-        plan_jobs,
-    )
-    from dnntrick.comparison.report import LiveProgress
-
-    work = []
-    for variant in variants:
-        for record in variant.runs:
-            if record.seed in variant.specs:
-                work.append((variant, record))
-    if not work:
-        return 0, 0
-    # Ray places each run on a GPU itself; the process executor spreads `auto` runs over GPUs
-    gpus = 0 if executor == ExecutorName.ray else _gpus([v.specs[r.seed].device for v, r in work])
-    plan = plan_jobs(len(work), cpu_count(), gpus, jobs)
-    job_list = []
-    for i, (variant, record) in enumerate(work):
-        spec = variant.specs[record.seed].model_dump(mode="json")
-        if gpus > 1 and spec["device"] == "auto":
-            spec["device"] = f"cuda:{i % gpus}"  # spread the runs over the GPUs
-        job_list.append(Job(i, spec, str(folder), variant.source, variant.overrides))
-    runs = dict(enumerate(work))
-    if executor == ExecutorName.ray:
-        from dnntrick.comparison.ray_executor import RayExecutor
-
-        ray_executor = RayExecutor(address, cpus=jobs)
-        where = ray_executor.connect()
-        plan = plan._replace(jobs=min(ray_executor.slots, len(work)), threads=THREADS_PER_CPU_RUN)
-        console.print(
-            f"[bold]compare[/] {len(variants)} variants, {len(work)} runs as Ray tasks on {where} "
-            f"(1 CPU and {THREADS_PER_CPU_RUN} thread each, or a GPU share) → {folder}"
-        )
-        try:
-            with LiveProgress(console, runs) as live:
-                outcomes = ray_executor.run(job_list, live.on_event)
-        finally:
-            ray_executor.close()
-    else:
-        console.print(
-            f"[bold]compare[/] {len(variants)} variants, {len(work)} runs, {plan.jobs} at a time "
-            f"({plan.threads} thread{'s' if plan.threads > 1 else ''} each"
-            f"{f', {gpus} GPU(s)' if gpus else ''}) → {folder}"
-        )
-        with LiveProgress(console, runs) as live:
-            outcomes = make_executor(plan).run(job_list, live.on_event)
-    for outcome in outcomes:
-        _, record = runs[outcome.id]
-        record.status, record.summary, record.history = (
-            outcome.status,
-            outcome.summary,
-            outcome.history,
-        )
-        record.error, record.exit_code = outcome.error, outcome.exit_code
-        if outcome.summary:
-            record.run_dir = outcome.summary.get("run_dir")
-    return plan.jobs, plan.threads
-
-
-def _gpus(devices: list[str]) -> int:
-    """CUDA devices the runs will use: 0 when every run is on the CPU."""
-    if all(d in ("cpu", "mps") for d in devices):
-        return 0
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 def register(app: typer.Typer) -> None:

@@ -19,7 +19,7 @@ DEBIAN_PACKAGES = {"fashion-mnist": "dataset-fashion-mnist"}
 
 
 def _check_name(dataset: str) -> None:
-    from dnntrick.data.datasets import DATASETS
+    from dnntrick.data.catalog import DATASETS
     from dnntrick.spec.schema import suggest
 
     if dataset not in DATASETS:

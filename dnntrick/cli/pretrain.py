@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
-from dnntrick.cli.common import (
-    DeviceOpt,
-    JsonOpt,
-    OutOpt,
-    Overrides,
-    PrintConfigOpt,
-    QuietOpt,
-    SpecArg,
-)
-from dnntrick.cli.train import train
+from dnntrick.cli.common import Overrides, RunOptions, SpecArg, run_options
+from dnntrick.cli.train import run_training
 
 ModeOpt = Annotated[
     Literal["greedy", "stack"] | None,
@@ -28,15 +19,9 @@ ModeOpt = Annotated[
 ]
 
 
+@run_options
 def pretrain(
-    spec: SpecArg,
-    overrides: Overrides = None,
-    mode: ModeOpt = None,
-    out: OutOpt = Path("runs"),
-    device: DeviceOpt = None,
-    print_config: PrintConfigOpt = False,
-    as_json: JsonOpt = False,
-    quiet: QuietOpt = False,
+    spec: SpecArg, overrides: Overrides = None, mode: ModeOpt = None, *, options: RunOptions
 ) -> None:
     """Pretrain SPEC's hidden layers as autoencoders on the training images (labels unused),
     then train the classifier from them. Uses the spec's `pretrain:` section (defaults if
@@ -48,7 +33,7 @@ def pretrain(
         overrides.append(f"pretrain.mode={mode}")
     if load_spec(spec, overrides).pretrain is None:
         overrides.append("pretrain={}")  # the section's defaults
-    train(spec, overrides, out, device, print_config, as_json, quiet)
+    run_training(spec, overrides, options)
 
 
 def register(app: typer.Typer) -> None:

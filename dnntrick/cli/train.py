@@ -8,14 +8,7 @@ from typing import Annotated
 
 import typer
 
-from dnntrick.cli.common import (
-    DeviceOpt,
-    JsonOpt,
-    OutOpt,
-    Overrides,
-    PrintConfigOpt,
-    QuietOpt,
-)
+from dnntrick.cli.common import Overrides, RunOptions, run_options
 
 OptionalSpec = Annotated[
     Path | None,
@@ -25,32 +18,31 @@ OptionalSpec = Annotated[
         show_default=False,
     ),
 ]
+ResumeOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--resume",
+        metavar="RUN_DIR",
+        help="Continue this run directory from its last checkpoint.",
+        show_default=False,
+    ),
+]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="With --resume: continue even if the spec changed.")
+]
 
 
+@run_options
 def train(
     spec: OptionalSpec = None,
     overrides: Overrides = None,
-    out: OutOpt = Path("runs"),
-    device: DeviceOpt = None,
-    print_config: PrintConfigOpt = False,
-    as_json: JsonOpt = False,
-    quiet: QuietOpt = False,
-    resume: Annotated[
-        Path | None,
-        typer.Option(
-            "--resume",
-            metavar="RUN_DIR",
-            help="Continue this run directory from its last checkpoint.",
-            show_default=False,
-        ),
-    ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="With --resume: continue even if the spec changed.")
-    ] = False,
+    resume: ResumeOpt = None,
+    force: ForceOpt = False,
+    *,
+    options: RunOptions,
 ) -> None:
     """Train the MLP that SPEC describes; write runs/<name>-<time>/ (--resume: continue one)."""
     from dnntrick.errors import UsageError
-    from dnntrick.spec.config import dump_spec, load_spec
 
     overrides = list(overrides or [])
     if resume is not None:
@@ -64,22 +56,36 @@ def train(
         raise UsageError(
             "Missing argument 'SPEC' (or --resume RUN_DIR). (see `dnntrick train --help`)"
         )
-    if device is not None:
-        overrides.append(f"device={device}")
+    run_training(spec, overrides, options, resume, force)
+
+
+def run_training(
+    spec: Path,
+    overrides: list[str],
+    options: RunOptions,
+    resume: Path | None = None,
+    force: bool = False,
+) -> None:
+    """Load SPEC with its overrides and train it (train, transfer and pretrain end here)."""
+    from dnntrick.spec.config import dump_spec, load_spec
+
+    if options.device is not None:
+        overrides = [*overrides, f"device={options.device}"]
     resolved = load_spec(spec, overrides)
-    if print_config:
+    if options.print_config:
         typer.echo(dump_spec(resolved), nl=False)
         return
 
     from dnntrick.training import distributed
+    from dnntrick.training.build import resolve_device
     from dnntrick.training.report import ConsoleReporter, Reporter
-    from dnntrick.training.runner import resolve_device, run_spec
+    from dnntrick.training.runner import run_spec
 
-    reporter = Reporter() if quiet else ConsoleReporter(stderr=as_json)
+    reporter = Reporter() if options.quiet else ConsoleReporter(stderr=options.as_json)
     with distributed.process_group(resolve_device(resolved.device)):  # torchrun: join the ranks
         result = run_spec(
             resolved,
-            out=out,
+            out=options.out,
             reporter=reporter,
             source=str(spec),
             overrides=overrides,
@@ -89,9 +95,9 @@ def train(
         main = distributed.is_main()
     if not main:  # torchrun: rank 0 prints
         return
-    if as_json:
+    if options.as_json:
         typer.echo(json.dumps(result.summary, indent=2))
-    elif quiet:
+    elif options.quiet:
         mc = result.summary.get("mc_test_accuracy")
         typer.echo(
             f"{resolved.name}: test_accuracy={result.summary['test_accuracy']:.4f} "

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from dnntrick.cli.common import (
-    DeviceOpt,
-    JsonOpt,
-    OutOpt,
-    Overrides,
-    PrintConfigOpt,
-    QuietOpt,
-    SpecArg,
-)
-from dnntrick.cli.train import train
+from dnntrick.cli.common import Overrides, RunOptions, SpecArg, run_options
+from dnntrick.cli.train import run_training
 
 FromOpt = Annotated[
     str | None,
@@ -30,15 +21,9 @@ FromOpt = Annotated[
 ]
 
 
+@run_options
 def transfer(
-    spec: SpecArg,
-    overrides: Overrides = None,
-    source: FromOpt = None,
-    out: OutOpt = Path("runs"),
-    device: DeviceOpt = None,
-    print_config: PrintConfigOpt = False,
-    as_json: JsonOpt = False,
-    quiet: QuietOpt = False,
+    spec: SpecArg, overrides: Overrides = None, source: FromOpt = None, *, options: RunOptions
 ) -> None:
     """Train SPEC reusing (and maybe freezing) layers of a trained model: its `transfer:`
     section, with --from for the source. Takes every option `train` takes."""
@@ -53,7 +38,7 @@ def transfer(
         raise UsageError(
             f"{spec}: nothing to transfer from; give --from RUN_DIR or set transfer.from"
         )
-    train(spec, overrides, out, device, print_config, as_json, quiet)
+    run_training(spec, overrides, options)
 
 
 def register(app: typer.Typer) -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dnntrick.data.catalog import DATASETS
 from dnntrick.errors import DataError
 
 if TYPE_CHECKING:
@@ -28,36 +29,6 @@ if TYPE_CHECKING:
     from dnntrick.spec.schema import DataSpec
 
 
-@dataclass(frozen=True)
-class DatasetInfo:
-    torchvision_class: str
-    classes: tuple[str, ...]
-    flips_meaningful: bool  # horizontal flips keep the label (clothes yes, digits no)
-
-
-DIGITS = tuple(str(i) for i in range(10))
-DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("MNIST", DIGITS, False),
-    "fashion-mnist": DatasetInfo(
-        "FashionMNIST",
-        (
-            "T-shirt/top",
-            "Trouser",
-            "Pullover",
-            "Dress",
-            "Coat",
-            "Sandal",
-            "Shirt",
-            "Sneaker",
-            "Bag",
-            "Ankle boot",
-        ),
-        True,
-    ),
-    "kmnist": DatasetInfo(
-        "KMNIST", ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"), False
-    ),
-}
 FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",

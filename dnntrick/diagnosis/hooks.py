@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dnntrick.diagnosis.verdict import LayerStats
+from dnntrick.training.model import eval_mode
+from dnntrick.training.step import forward_loss
 from dnntrick.tricks.activations import ACTIVATIONS
 
 if TYPE_CHECKING:
@@ -197,17 +199,15 @@ def probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, samples: int = 20_
     uses batch statistics) and measure every block. The model's gradients are left zeroed."""
     layers = blocks(model)
     collector = Collector(layers, samples=samples)
-    was_training = model.training
-    model.train()
     model.zero_grad(set_to_none=True)
     collector.arm()
     try:
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
+        with eval_mode(model, training=True):
+            _, loss = forward_loss(model, F.cross_entropy, x, y)
+            loss.backward()
     finally:
         collector.disarm()
         model.zero_grad(set_to_none=True)
-        model.train(was_training)
     assert collector.rows is not None and collector.filled is not None
     rows, filled = collector.rows.cpu().tolist(), collector.filled.cpu().tolist()
     kept = {name: values.numpy() for name, values in collector.kept.items()}
@@ -313,16 +313,13 @@ class Recorder:
         self.handles.clear()
 
 
-def probe_spec(spec: Any, batch_size: int = 512, device: str | torch.device = "cpu") -> Probe:
-    """Build `spec`'s model exactly as a run would (same seed, same weights) and probe it on a
-    fixed batch of `batch_size` training images drawn with the spec's seed."""
-    from dnntrick.data.datasets import load_splits
-    from dnntrick.training.model import build_model
+def probe_spec(spec: Spec, batch_size: int = 512) -> Probe:
+    """Build `spec`'s model exactly as a run would (same seed, same weights, on spec.device) and
+    probe it on a fixed batch of `batch_size` training images drawn with the spec's seed."""
+    from dnntrick.training.build import build
 
-    torch.manual_seed(spec.seed)  # the order runner.run_spec uses: same initial weights
-    data = load_splits(spec.data, device)
-    model = build_model(spec.model, data.in_features, data.n_classes).to(device)
-    generator = torch.Generator().manual_seed(spec.seed)
+    built = build(spec, train=False)
+    data, generator = built.data, built.generator
     n = len(data.x_train)
-    idx = torch.randperm(n, generator=generator)[: min(batch_size, n)].to(device)
-    return probe(model, data.x_train[idx], data.y_train[idx])
+    idx = torch.randperm(n, generator=generator)[: min(batch_size, n)].to(built.device)
+    return probe(built.model, data.x_train[idx], data.y_train[idx])

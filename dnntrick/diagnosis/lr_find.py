@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dnntrick.errors import UsageError
 from dnntrick.spec.schema import Spec
+from dnntrick.training.lr import set_lr
+from dnntrick.training.step import StepParts, train_step
 
 # β of the bias-corrected moving average of the loss: a window of ~10 steps, so the smoothed curve
 # lags the lr by ~10 steps only (fastai's 0.98 lags ~50 steps, a decade of lr over 300 steps)
@@ -106,6 +107,7 @@ def lr_range_test(
     lrs = [start * (end / start) ** (i / (steps - 1)) for i in range(steps)]
     losses = torch.full((steps,), float("nan"), device=x.device)  # read every CHECK_EVERY steps
     order = torch.empty(0, dtype=torch.long)
+    parts = StepParts(model, optimizer)  # the training step, without penalties or finite check
     model.train()
     done, diverged = 0, False
     for i, lr in enumerate(lrs):
@@ -115,13 +117,8 @@ def lr_range_test(
         xb, yb = x[idx], y[idx]
         if augment is not None:
             xb = augment(xb)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss = F.cross_entropy(model(xb), yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses[i] = loss.detach()
+        set_lr(optimizer, lr)
+        losses[i] = train_step(parts, xb, yb).detach()
         done = i + 1
         if done % CHECK_EVERY == 0 or done == steps:
             seen = losses[:done].tolist()
@@ -187,35 +184,24 @@ def find_lr(
 ) -> tuple[LRFind, Path]:
     """Run the range test on the spec's fresh model and training split; write
     out/<name>-lr-find-<time>/ with lr_find.png, lr_find.csv, spec.yaml and summary.json."""
-    from dnntrick.data.datasets import load_splits
     from dnntrick.spec.config import dump_spec
-    from dnntrick.training.model import build_model
+    from dnntrick.training.build import build
     from dnntrick.training.rundir import RunDir, atomic_write, make_run_dir, write_json
-    from dnntrick.training.runner import resolve_device
-    from dnntrick.tricks.augment import build_augmenter
-    from dnntrick.tricks.optimizers import build_optimizer
 
     check_range(start, end, steps)  # before any work
-    device = resolve_device(spec.device)
-    torch.manual_seed(spec.seed)
-    data = load_splits(spec.data, device)
-    model = build_model(spec.model, data.in_features, data.n_classes).to(device)
-    optimizer = build_optimizer(spec.train.optimizer, model.parameters(), device.type)
-    augment = build_augmenter(
-        spec.data.augment, data.in_features, spec.seed, device, data.pixel_mean, data.pixel_std
-    )
-    generator = torch.Generator().manual_seed(spec.seed)
+    built = build(spec, prepare=None)  # the spec's fresh model, as `train` would build it
+    assert built.optimizer is not None
     result = lr_range_test(
-        model,
-        optimizer,
-        data.x_train,
-        data.y_train,
+        built.model,
+        built.optimizer,
+        built.data.x_train,
+        built.data.y_train,
         spec.train.batch_size,
-        generator,
+        built.generator,
         start,
         end,
         steps,
-        augment,
+        built.augment,
     )
     run = RunDir(make_run_dir(out, f"{spec.name}-lr-find"))
     run.write_spec(dump_spec(spec), source, list(overrides or []))

@@ -24,8 +24,10 @@ from torch import nn
 from dnntrick.data.datasets import Splits, load_splits
 from dnntrick.errors import DivergedError
 from dnntrick.spec.schema import PretrainSpec, Spec
+from dnntrick.training.build import Prepared
+from dnntrick.training.model import eval_mode
 from dnntrick.training.report import Reporter
-from dnntrick.training.runner import Prepared
+from dnntrick.training.step import StepParts, Sums, train_step
 from dnntrick.tricks.activations import build_activation
 from dnntrick.tricks.optimizers import build_optimizer
 
@@ -51,15 +53,11 @@ def unlabelled_images(spec: Spec, data: Splits) -> torch.Tensor:
 @torch.inference_mode()
 def reconstruction_loss(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor) -> float:
     """Mean squared error per feature of decoder(encoder(x)) against x, in eval mode."""
-    modes = encoder.training, decoder.training
-    encoder.eval()
-    decoder.eval()
     total = torch.zeros((), device=x.device)
-    for start in range(0, len(x), EVAL_BATCH):
-        xb = x[start : start + EVAL_BATCH]
-        total += F.mse_loss(decoder(encoder(xb)), xb, reduction="sum")
-    encoder.train(modes[0])
-    decoder.train(modes[1])
+    with eval_mode(encoder, decoder):
+        for start in range(0, len(x), EVAL_BATCH):
+            xb = x[start : start + EVAL_BATCH]
+            total += F.mse_loss(decoder(encoder(xb)), xb, reduction="sum")
     return total.item() / x.numel()
 
 
@@ -80,17 +78,16 @@ def train_autoencoder(
     epoch_losses = []
     encoder.train()
     decoder.train()
+    # the training step itself, with the reconstruction loss: outputs against the inputs
+    parts = StepParts(nn.Sequential(encoder, decoder), optimizer, loss=F.mse_loss)
+    sums = Sums(x.device, count_correct=False)  # on the device: read once per epoch
     for epoch in range(1, spec.epochs + 1):
         order = torch.randperm(n, generator=generator).to(x.device)
-        loss_sum = torch.zeros((), device=x.device)  # on the device: read once per epoch
+        sums.loss_sum.zero_()
         for start in range(0, n, bs):
             xb = x[order[start : start + bs]]
-            loss = F.mse_loss(decoder(encoder(xb)), xb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * len(xb)
-        epoch_losses.append(loss_sum.item() / n)
+            train_step(parts, xb, xb, sums)
+        epoch_losses.append(sums.loss_sum.item() / n)
         if not math.isfinite(epoch_losses[-1]):
             raise DivergedError(
                 f"pretrain {'-'.join(names)}: the reconstruction loss became "
@@ -107,10 +104,8 @@ def train_autoencoder(
 @torch.inference_mode()
 def _forward_eval(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """block(x) in eval mode (batch norm statistics untouched), by evaluation batches."""
-    was_training = block.training
-    block.eval()
-    out = torch.cat([block(x[s : s + EVAL_BATCH]) for s in range(0, len(x), EVAL_BATCH)])
-    block.train(was_training)
+    with eval_mode(block):
+        out = torch.cat([block(x[s : s + EVAL_BATCH]) for s in range(0, len(x), EVAL_BATCH)])
     return out.clone()  # clone: an ordinary tensor again, usable by autograd
 
 

@@ -25,8 +25,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from dnntrick.data.datasets import Splits
 from dnntrick.errors import UsageError
 from dnntrick.spec.schema import Spec, TransferSpec
+from dnntrick.training.build import Prepared
+from dnntrick.training.lr import set_lr
+from dnntrick.training.model import eval_mode
 from dnntrick.training.report import Reporter
-from dnntrick.training.runner import Prepared
 
 WEIGHTS_FILE = "model.safetensors"
 RUN_SUFFIX = r"-(\d{8}-\d{6})(?:-(\d+))?"  # rundir.make_run_dir's <name>-<time>[-k]
@@ -225,11 +227,9 @@ def _features(prefix: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tens
 
 def cache_features(prefix: nn.Module, data: Splits, batch_size: int) -> Splits:
     """The prefix's outputs over train/val/test, computed once in eval mode."""
-    was_training = prefix.training
-    prefix.eval()
-    # clone: inference tensors cannot be saved for backward by the layers trained on them
-    x = {s: _features(prefix, getattr(data, f"x_{s}"), batch_size).clone() for s in SPLITS}
-    prefix.train(was_training)
+    with eval_mode(prefix):
+        # clone: inference tensors cannot be saved for backward by the layers trained on them
+        x = {s: _features(prefix, getattr(data, f"x_{s}"), batch_size).clone() for s in SPLITS}
     return Splits(
         x["train"], data.y_train, x["val"], data.y_val, x["test"], data.y_test, data.classes
     )
@@ -316,8 +316,7 @@ def prepare_transfer(spec: Spec, model: nn.Module, data: Splits, reporter: Repor
             return
         # the optimizer only holds the trainable parameters: the unfrozen ones join as a group
         optimizer.add_param_group({"params": unfreeze(model, frozen)})
-        for group in optimizer.param_groups:
-            group["lr"] *= t.unfreeze_lr_factor
+        set_lr(optimizer, lambda group: float(group["lr"]) * t.unfreeze_lr_factor)
         reporter.message(
             f"after epoch {epoch}: unfroze {', '.join(frozen)}; every layer trains from now on"
             + (f" (lr × {t.unfreeze_lr_factor:g})" if t.unfreeze_lr_factor != 1 else "")

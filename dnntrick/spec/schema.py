@@ -22,12 +22,12 @@ from pydantic import (
     model_validator,
 )
 
+from dnntrick.data.catalog import DATASETS
 from dnntrick.tricks.activations import ACTIVATIONS
 from dnntrick.tricks.initializers import ALIASES, INITIALIZERS, Mode
 from dnntrick.tricks.optimizers import OPTIMIZERS
 from dnntrick.tricks.schedules import SCHEDULES
 
-DATASETS = ("mnist", "fashion-mnist", "kmnist")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
@@ -90,9 +90,7 @@ class DataSpec(StrictModel):
 
     @model_validator(mode="after")
     def _flips_fit_the_data(self) -> DataSpec:
-        from dnntrick.data.datasets import DATASETS as INFO
-
-        if self.augment and self.augment.flip and not INFO[self.dataset].flips_meaningful:
+        if self.augment and self.augment.flip and not DATASETS[self.dataset].flips_meaningful:
             raise ValueError(
                 f"augment.flip is refused for {self.dataset}: a mirrored character is another "
                 "character or none; use shift and rotate"

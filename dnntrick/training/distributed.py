@@ -133,8 +133,10 @@ class _ScaleGrad(torch.autograd.Function):
 
 
 class DataParallel:
-    """The training loop's view of the ranks: `shard` a global batch, call the (DDP-wrapped)
-    model, `sum` running sums across ranks. In one process: the batch, the model, the sums."""
+    """The training loop's view of the ranks: `forward` (the model itself in one process, its
+    DDP wrapper under torchrun), `shard` a global batch, `sum` running sums across ranks, `agree`
+    on a flag. In one process the step gets the model itself and no shard: nothing of this runs
+    inside it."""
 
     def __init__(self, model: nn.Module):
         self.model, self.ranks, self.weight = model, world_size(), 1.0
@@ -142,20 +144,19 @@ class DataParallel:
         if self.ranks > 1:
             device = next(model.parameters()).device
             ids = [device.index] if device.type == "cuda" else None
-            self.forward = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            self.ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            self.forward = self._weighted_forward
 
     def shard(self, idx: torch.Tensor) -> torch.Tensor:
-        """This rank's contiguous share of the global batch `idx` [B] (all of it in one process)."""
-        if self.ranks == 1:
-            return idx
+        """This rank's contiguous share of the global batch `idx` [B] (torchrun only)."""
         mine = idx.tensor_split(self.ranks)[rank()]
         # DDP averages the shares' mean gradients; weighting each by its size × ranks / B makes
         # that average the global batch's mean gradient (weight 1 when B divides evenly)
         self.weight = len(mine) * self.ranks / len(idx)
         return mine
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.forward(x)
+    def _weighted_forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.ddp(x)
         return logits if self.weight == 1.0 else _ScaleGrad.apply(logits, self.weight)
 
     def sum(self, *sums: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -163,9 +164,8 @@ class DataParallel:
 
     def agreed_loss(self, loss: torch.Tensor) -> torch.Tensor:
         """The loss every rank's finite check sees: the mean of the ranks' losses (NaN if any
-        is), so all ranks skip or stop at the same step. One process: `loss` itself."""
-        if self.ranks == 1:
-            return loss
+        is), so all ranks skip or stop at the same step (the finite watch calls it under
+        torchrun)."""
         return sum_across(loss.detach().clone())[0] / self.ranks
 
     def agree(self, flag: bool, step: int | None = None) -> bool:

@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -115,11 +115,15 @@ class FiniteWatch:
         self.next_poll = 0.0
         self.skipped = 0  # steps skipped in the current epoch (skip_step)
         self.seen = 0  # the global step whose loss was looked at last
+        # torchrun: the ranks' mean loss, so that every rank skips or stops at the same step
+        self.agree: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def skip(self, loss: torch.Tensor, epoch: int, step: int) -> bool:
         """Look at this step's loss; True when its update must be skipped. Raises DivergedError
         in `stop` mode once the first non-finite loss is seen."""
         at = self.seen = (epoch - 1) * self.steps + step + 1  # global step, 1-based
+        if self.agree is not None:
+            loss = self.agree(loss)
         if self.host_reads:
             value = loss.item()  # CPU: a plain read; GPU skip_step: the documented sync
             if math.isfinite(value):

@@ -1,9 +1,8 @@
 """The training loop: one plain function whose order reads top to bottom.
 
-Per step: set the scheduled lr (schedules.py), then (step.py, eager or a replayed CUDA graph)
-slice a batch → augment (augment.py) → forward → loss (+ ℓ1/ℓ2 penalty) → finite check → backward
-→ clip → optimizer step → max-norm → add to running sums (the tricks themselves live in
-regularization.py). `train_epoch` runs the steps of one epoch.
+Per step: set the scheduled lr (lr.py), then step.train_step (eager, or a replayed CUDA graph):
+forward → loss (+ ℓ1/ℓ2 penalty) → finite check → backward → clip → optimizer step → max-norm →
+add to running sums (the tricks themselves live in tricks/). `train_epoch` runs one epoch's steps.
 Per epoch: evaluate on the validation split, record a metrics row (lr of the epoch's first step
 and mean lr over its steps), let a performance schedule react, check early stopping, write a
 checkpoint. A resumed run restores everything the loop draws on (weights, optimizer, data order,
@@ -26,14 +25,14 @@ from torch import nn
 from dnntrick.data.datasets import Splits
 from dnntrick.spec.schema import EarlyStoppingSpec, TrainSpec
 from dnntrick.training.checkpoint import Checkpointer, Loaded, Position
-from dnntrick.training.distributed import eval_share, sum_across
+from dnntrick.training.distributed import DataParallel, eval_share, sum_across
 from dnntrick.training.guard import INTERRUPT, FiniteWatch
+from dnntrick.training.lr import Scheduler, current_lr
+from dnntrick.training.model import eval_mode
 from dnntrick.training.report import Reporter
-from dnntrick.training.step import TrainStep, make_step
+from dnntrick.training.step import EagerStep, StepParts, make_step
 from dnntrick.tricks.augment import Augmenter
-from dnntrick.tricks.optimizers import current_lr
 from dnntrick.tricks.regularization import StepTricks
-from dnntrick.tricks.schedules import Scheduler
 
 PROGRESS_INTERVAL_S = 0.25  # how often the progress bar may read the running loss (a sync point)
 
@@ -57,18 +56,45 @@ def evaluate(
         return float("nan"), float("nan")
     n = len(x)
     x, y = eval_share(model, x, y)  # under torchrun: this rank's rows, summed across ranks below
-    was_training = model.training
-    model.eval()
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
-    for start in range(0, len(x), batch_size):
-        logits = model(x[start : start + batch_size])
-        target = y[start : start + batch_size]
-        loss_sum += F.cross_entropy(logits.float(), target, reduction="sum")
-        correct += (logits.argmax(dim=1) == target).sum()
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(x), batch_size):
+            logits = model(x[start : start + batch_size])
+            target = y[start : start + batch_size]
+            loss_sum += F.cross_entropy(logits.float(), target, reduction="sum")
+            correct += (logits.argmax(dim=1) == target).sum()
     sum_across(loss_sum, correct)
     return loss_sum.item() / n, correct.item() / n  # one sync per evaluation
+
+
+@torch.no_grad()
+def mc_evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    samples: int,
+    seed: int,
+) -> tuple[float, float]:
+    """(loss, accuracy) of the softmax averaged over `samples` passes with dropout active and
+    everything else (BN) in eval mode. The dropout masks come from `seed` alone."""
+    dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout | nn.AlphaDropout)]
+    devices = [x.device] if x.device.type == "cuda" else []
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    # fork_rng: the training RNG stream is left untouched
+    with eval_mode(model), eval_mode(*dropouts, training=True), torch.random.fork_rng(devices):
+        torch.manual_seed(seed)
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            probs = torch.softmax(model(xb).float(), dim=1)  # [B, classes]
+            for _ in range(samples - 1):
+                probs += torch.softmax(model(xb).float(), dim=1)
+            probs /= samples
+            loss_sum += -torch.log(probs.gather(1, yb[:, None]).clamp_min(1e-12)).sum()
+            correct += (probs.argmax(dim=1) == yb).sum()
+    return loss_sum.item() / len(x), correct.item() / len(x)  # one sync per evaluation
 
 
 class EarlyStopping:
@@ -107,7 +133,7 @@ class EarlyStopping:
 
 
 def train_epoch(
-    step: TrainStep,
+    step: EagerStep,
     order: torch.Tensor,
     batch_size: int,
     reporter: Reporter,
@@ -117,8 +143,8 @@ def train_epoch(
     before_step: Callable[[int], None] | None = None,
 ) -> None:
     """Steps first, first + 1, … over the batches order[i·bs:(i+1)·bs]; the last, smaller batch
-    is kept (PyTorch/Keras convention). Sums accumulate in step.loss_sum and step.correct (the
-    caller resets or restores them). `before_step(i)` runs before step i (the lr schedule),
+    is kept (PyTorch/Keras convention). Sums accumulate in step.sums (the caller resets or
+    restores them). `before_step(i)` runs before step i (the lr schedule),
     `after_step(i)` after it (interrupt handling)."""
     n, bs = len(order), batch_size
     t0 = time.perf_counter() if t0 is None else t0
@@ -129,7 +155,7 @@ def train_epoch(
         step(order[i * bs : (i + 1) * bs], i)
         if (now := time.perf_counter()) >= next_report:  # throttled: this reads the device
             done = min((i + 1) * bs, n)
-            reporter.progress(i + 1, done / (now - t0), step.loss_sum.item() / done)
+            reporter.progress(i + 1, done / (now - t0), step.sums.loss_sum.item() / done)
             next_report = now + PROGRESS_INTERVAL_S
         if after_step is not None:
             after_step(i)
@@ -159,7 +185,7 @@ def fit(
     scheduler = Scheduler(spec.schedule, spec.optimizer.lr, steps, spec.epochs, optimizer)
     result = FitResult()
     keeper = keeper or Checkpointer(None)
-    parts = {
+    parts_state = {  # what a checkpoint saves and a resumed run restores
         "model": model,
         "optimizer": optimizer,
         "early_stopping": stopper,
@@ -168,18 +194,25 @@ def fit(
         "augment": augment,
     }
     watch = FiniteWatch(spec.on_nonfinite, model, optimizer, steps, keeper)
-    step = make_step(model, optimizer, x, y, spec, tricks, watch, augment)
-    at = keeper.restore(resume, parts, generator, result) if resume else Position()
-    parallel = step.parallel  # one process: the model itself; torchrun: DDP over the ranks
-    watch.host_reads |= parallel.ranks > 1  # torchrun: every rank must stop at the same step
+    parallel = DataParallel(model)  # one process: no-ops around the step; torchrun: DDP
+    if parallel.ranks > 1:  # every rank sees the mean loss and stops at the same step
+        watch.agree, watch.host_reads = parallel.agreed_loss, True
+    parts = StepParts(
+        parallel.forward, optimizer, tricks=tricks, watch=watch, precision=spec.precision
+    )
+    shard = parallel.shard if parallel.ranks > 1 else None
+    step = make_step(parts, x, y, spec, augment, shard)
+    sums = step.sums
+    at = keeper.restore(resume, parts_state, generator, result) if resume else Position()
     model.train()
     for epoch in range(at.epoch, spec.epochs + 1):
         # The data order comes from dnntrick's own generator (CPU), so it depends on the seed alone.
         order_rng = generator.get_state()  # a mid-epoch checkpoint redraws this epoch's order
         order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
         first_step, loss_sum, correct, spent = at.begin_epoch(epoch, device)
-        step.start_epoch(epoch, loss_sum, correct)
-        parallel.resumed_sums(step.loss_sum, step.correct)  # torchrun: saved sums count once
+        step.epoch = epoch
+        sums.set(loss_sum, correct)
+        parallel.resumed_sums(sums.loss_sum, sums.correct)  # torchrun: saved sums count once
         t0 = time.perf_counter() - spent
         first = (epoch - 1) * steps  # global index of the epoch's first step
         lrs = scheduler.epoch_lrs(first, steps) if spec.schedule else [current_lr(optimizer)]
@@ -192,10 +225,10 @@ def fit(
             # Ctrl-C/SIGTERM: checkpoint after this step, then stop (torchrun: all ranks agree)
             if parallel.agree(INTERRUPT.requested, i):
                 watch.check()
-                parallel.sum(step.loss_sum, step.correct)  # the checkpoint holds every rank's
+                parallel.sum(sums.loss_sum, sums.correct)  # the checkpoint holds every rank's
                 spent = time.perf_counter() - t0
-                here = Position(epoch, i + 1, order_rng, step.loss_sum, step.correct, spent)
-                raise INTERRUPT.error(keeper.save(here, parts, generator, result))
+                here = Position(epoch, i + 1, order_rng, sums.loss_sum, sums.correct, spent)
+                raise INTERRUPT.error(keeper.save(here, parts_state, generator, result))
 
         train_epoch(
             step,
@@ -207,15 +240,15 @@ def fit(
             stop_if_interrupted,
             lambda i: scheduler.before_step(first + i),  # noqa: B023 (called within the epoch)
         )
-        parallel.sum(step.loss_sum, step.correct)  # in place: every rank's share of the epoch
+        parallel.sum(sums.loss_sum, sums.correct)  # in place: every rank's share of the epoch
         watch.check()  # nothing non-finite may reach the metrics or a checkpoint
         train_time = time.perf_counter() - t0
         result.train_seconds += train_time
         result.train_samples += n
         row: dict[str, Any] = {
             "epoch": epoch,
-            "train_loss": step.loss_sum.item() / n,
-            "train_accuracy": step.correct.item() / n,
+            "train_loss": sums.loss_sum.item() / n,
+            "train_accuracy": sums.correct.item() / n,
         }
         row["val_loss"], row["val_accuracy"] = evaluate(
             model, data.x_val, data.y_val, spec.eval_batch_size
@@ -233,7 +266,7 @@ def fit(
         result.stopped_early = stop
         interrupted = parallel.agree(INTERRUPT.requested)
         if keeper.due(epoch, final=stop or epoch == spec.epochs) or interrupted:
-            keeper.save(Position(epoch + 1), parts, generator, result, stopper.best_epoch)
+            keeper.save(Position(epoch + 1), parts_state, generator, result, stopper.best_epoch)
         if interrupted:
             raise INTERRUPT.error(keeper.last)
         if stop:

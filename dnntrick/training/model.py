@@ -8,7 +8,9 @@ child modules. Input BN / input dropout, when asked, form a first block named `i
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -50,6 +52,21 @@ class MLP(nn.Sequential):
 
     def layer_names(self) -> list[str]:
         return [name for name, _ in self.named_children()]
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: nn.Module, training: bool = False) -> Iterator[None]:
+    """Every module (and submodule) of `modules` in eval mode (train mode with training=True) for
+    the block; afterwards each submodule gets its own flag back, so a frozen batch norm that
+    stays in eval mode while the rest trains is left as it was."""
+    flags = [(m, m.training) for module in modules for m in module.modules()]
+    for module in modules:
+        module.train(training)
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
 
 
 def build_model(spec: ModelSpec, in_features: int, n_classes: int) -> MLP:

@@ -1,36 +1,33 @@
-"""Train one spec end to end: device, data, model, optimizer, loop, run directory.
+"""Train one spec end to end: build (build.py) → fit (loop.py) → summarize → run directory.
 
-Everything that can fail on bad input (device, data, model) happens before the run directory is
-created, so a run that fails at start-up leaves nothing behind.
+Everything that can fail on bad input (device, data, model) happens in `build`, before the run
+directory is created, so a run that fails at start-up leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from dnntrick.data.datasets import Splits, load_splits
 from dnntrick.diagnosis.hooks import Recorder
-from dnntrick.errors import DivergedError, UsageError
+from dnntrick.errors import DivergedError
 from dnntrick.spec.config import dump_spec
 from dnntrick.spec.schema import Spec, default_init
 from dnntrick.training import distributed
-from dnntrick.training.checkpoint import FOLDER, Checkpointer, open_resume
-from dnntrick.training.guard import set_determinism, signals_caught
-from dnntrick.training.loop import evaluate, fit
-from dnntrick.training.model import build_model, count_parameters
+from dnntrick.training.build import Built, Prepare, build
+from dnntrick.training.checkpoint import FOLDER, Checkpointer, Loaded, open_resume
+from dnntrick.training.guard import signals_caught
+from dnntrick.training.loop import FitResult, evaluate, fit, mc_evaluate
+from dnntrick.training.model import count_parameters
 from dnntrick.training.report import Reporter
-from dnntrick.training.rundir import git_sha, make_run_dir, versions
-from dnntrick.tricks.augment import build_augmenter
-from dnntrick.tricks.optimizers import build_optimizer
-from dnntrick.tricks.regularization import describe, mc_evaluate
+from dnntrick.training.rundir import RunDir, git_sha, make_run_dir, versions
+from dnntrick.tricks.regularization import describe
 
 
 @dataclass
@@ -39,22 +36,6 @@ class RunResult:
     history: list[dict[str, Any]]
     run_dir: Path
     model: torch.nn.Module
-
-
-@dataclass
-class Prepared:
-    """What the loop trains once a prepare hook (transfer, pretraining) has set the model up.
-
-    `model` may be a suffix of the built model (sharing its layers) and `data` its cached inputs.
-    """
-
-    model: torch.nn.Module
-    data: Splits
-    summary: dict[str, Any] = field(default_factory=dict)  # extra keys for summary.json
-    after_epoch: Callable[[int, torch.optim.Optimizer], None] | None = None
-
-
-Prepare = Callable[[Spec, torch.nn.Module, Splits, Reporter], Prepared]
 
 
 def spec_prepare(spec: Spec) -> Prepare | None:
@@ -68,23 +49,6 @@ def spec_prepare(spec: Spec) -> Prepare | None:
 
         return prepare_pretrained
     return None
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` → cuda when available, else cpu. Asking for an absent device is a usage error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(
-                f"device {name!r}: CUDA is not available here; use device: cpu (or auto)"
-            )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError(f"device {name!r}: MPS is not available here; use device: cpu")
-    return device
 
 
 def _speed_flags(spec: Spec) -> str:
@@ -117,28 +81,8 @@ def run_spec(
     started = time.perf_counter()
     spec_yaml = dump_spec(spec)
     loaded = open_resume(resume, spec_yaml, force) if resume is not None else None
-    set_determinism(spec.train.deterministic)  # before CUDA starts (cuBLAS reads its env once)
-    device = distributed.local_device(resolve_device(spec.device))
-    if spec.train.cuda_graphs and device.type != "cuda":  # device: auto found no GPU
-        raise UsageError(
-            f"train.cuda_graphs: needs a CUDA device (device {spec.device!r} is {device}); "
-            "set train.cuda_graphs: false"
-        )
-    torch.manual_seed(spec.seed)  # weights (and any dropout) draw from torch's global RNG
-    data = load_splits(spec.data, device, arrays)
-    model = build_model(spec.model, data.in_features, data.n_classes).to(device)
-    prepare = prepare or spec_prepare(spec)
-    prepared = prepare(spec, model, data, reporter) if prepare else Prepared(model, data)
-    trainable = [p for p in prepared.model.parameters() if p.requires_grad]  # frozen ones: out
-    optimizer = build_optimizer(
-        spec.train.optimizer, trainable, device.type, capturable=spec.train.cuda_graphs
-    )
-    generator = torch.Generator().manual_seed(spec.seed)  # data order: its own stream
-    distributed.check(spec.train, len(prepared.data.x_train))
-    augment = build_augmenter(
-        spec.data.augment, data.in_features, spec.seed, device, data.pixel_mean, data.pixel_std
-    )
-
+    built = build(spec, reporter, arrays, prepare or spec_prepare(spec))
+    distributed.check(spec.train, len(built.prepared.data.x_train))
     if loaded is None:
         run = distributed.main_run_dir(lambda: make_run_dir(out, spec.name))  # rank 0's
         run.write_spec(spec_yaml, source, overrides)
@@ -146,23 +90,44 @@ def run_spec(
         run = distributed.main_run_dir(lambda: Path(resume or "."))
         run.restore_metrics(loaded.state["result"]["history"])
         reporter.message(f"resuming {loaded.path} ({loaded.describe()})")
-    parameters = count_parameters(model)
-    tricks = describe(spec)
-    reporter.start(
-        spec.name,
-        {
-            "data": f"{spec.data.dataset} {len(data.x_train)}/{len(data.x_val)}/{len(data.x_test)}",
-            "model": "-".join(str(h) for h in spec.model.hidden) + f" {spec.model.activation.name}"
-            f" ({default_init(spec.model)})",
-            "optimizer": f"{spec.train.optimizer.name} lr {spec.train.optimizer.lr:g}"
-            + (f" {spec.train.schedule.name}" if spec.train.schedule else ""),
-            "device": str(device) + _speed_flags(spec),
-            "parameters": f"{parameters:,}",
-            **distributed.describe(),
-            **({"tricks": tricks} if tricks else {}),
-        },
-    )
+    reporter.start(spec.name, _header(built))
+    fitted, diagnosis = train_built(built, run, reporter, spec_yaml, loaded)
+    summary = summarize(built, fitted, started, source, overrides)
+    if diagnosis is not None:
+        summary["diagnosis"] = diagnosis
+    summary["run_dir"] = str(run.path)
+    run.save_weights(built.model.state_dict(), metadata={"name": spec.name})
+    if loaded is not None and loaded.state["spec"] != spec_yaml:  # --force with changes
+        run.write_spec(spec_yaml, source, overrides)
+    run.write_summary(summary)
+    reporter.finish(summary)
+    return RunResult(summary, fitted.history, run.path, built.model)
 
+
+def _header(built: Built) -> dict[str, str]:
+    """The run header's lines: data, model, optimizer, device, parameters, tricks."""
+    spec, data = built.spec, built.data
+    tricks = describe(spec)
+    return {
+        "data": f"{spec.data.dataset} {len(data.x_train)}/{len(data.x_val)}/{len(data.x_test)}",
+        "model": "-".join(str(h) for h in spec.model.hidden) + f" {spec.model.activation.name}"
+        f" ({default_init(spec.model)})",
+        "optimizer": f"{spec.train.optimizer.name} lr {spec.train.optimizer.lr:g}"
+        + (f" {spec.train.schedule.name}" if spec.train.schedule else ""),
+        "device": str(built.device) + _speed_flags(spec),
+        "parameters": f"{count_parameters(built.model):,}",
+        **distributed.describe(),
+        **({"tricks": tricks} if tricks else {}),
+    }
+
+
+def train_built(
+    built: Built, run: RunDir, reporter: Reporter, spec_yaml: str, loaded: Loaded | None = None
+) -> tuple[FitResult, dict[str, Any] | None]:
+    """Fit a built run, appending each epoch's row to `run` and checkpointing into it;
+    (the fit, the diagnostics verdicts when train.diagnostics is on)."""
+    spec, prepared, optimizer = built.spec, built.prepared, built.optimizer
+    assert optimizer is not None, "built for a probe: no optimizer"
     done = 0  # optimizer steps already taken by a resumed run: the recorder counts on from there
     if loaded is not None:
         per_epoch = -(-len(prepared.data.x_train) // spec.train.batch_size)
@@ -190,23 +155,32 @@ def run_spec(
                 optimizer,
                 prepared.data,
                 spec.train,
-                generator,
+                built.generator,
                 reporter,
                 on_epoch_end=end_epoch,
                 keeper=keeper,
                 resume=loaded,
-                augment=augment,
+                augment=built.augment,
             )
     except DivergedError:
         if recorder is not None:  # the per-layer verdicts explain the divergence
             recorder.finish(spec, reporter)
         raise
-    diagnosis = recorder.finish(spec, reporter) if recorder is not None else None  # unhooks
-    test = prepared.data
+    return fitted, recorder.finish(spec, reporter) if recorder is not None else None  # unhooks
+
+
+def summarize(
+    built: Built,
+    fitted: FitResult,
+    started: float,
+    source: str | None = None,
+    overrides: list[str] | None = None,
+) -> dict[str, Any]:
+    """summary.json's record of a fitted run: test metrics (MC dropout too), speed, provenance."""
+    spec, prepared = built.spec, built.prepared
     test_loss, test_accuracy = evaluate(
-        prepared.model, test.x_test, test.y_test, spec.train.eval_batch_size
+        prepared.model, prepared.data.x_test, prepared.data.y_test, spec.train.eval_batch_size
     )
-    run.save_weights(model.state_dict(), metadata={"name": spec.name})
     summary = {
         "name": spec.name,
         "dataset": spec.data.dataset,
@@ -219,31 +193,24 @@ def run_spec(
         "train_seconds": fitted.train_seconds,
         "samples_per_second": fitted.train_samples / max(fitted.train_seconds, 1e-9),
         "wall_seconds": time.perf_counter() - started,
-        "parameters": parameters,
-        "device": str(device),
+        "parameters": count_parameters(built.model),
+        "device": str(built.device),
         **distributed.describe(),
         "seed": spec.seed,
         "versions": versions(),
         "git_sha": git_sha(),
         "spec_file": source,
-        "overrides": overrides,
+        "overrides": list(overrides or []),
         **prepared.summary,
-        "run_dir": str(run.path),
     }
     if spec.train.mc_dropout:  # the same weights, the softmax averaged over dropout samples
         summary["mc_dropout_samples"] = spec.train.mc_dropout.samples
         summary["mc_test_loss"], summary["mc_test_accuracy"] = mc_evaluate(
-            model,
-            data.x_test,
-            data.y_test,
+            built.model,
+            built.data.x_test,
+            built.data.y_test,
             spec.train.eval_batch_size,
             spec.train.mc_dropout.samples,
             seed=spec.seed,
         )
-    if diagnosis is not None:
-        summary["diagnosis"] = diagnosis
-    if loaded is not None and loaded.state["spec"] != spec_yaml:  # --force with changes
-        run.write_spec(spec_yaml, source, overrides)
-    run.write_summary(summary)
-    reporter.finish(summary)
-    return RunResult(summary, fitted.history, run.path, model)
+    return summary

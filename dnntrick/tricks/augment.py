@@ -10,11 +10,13 @@ after, so the fill and the interpolation are those of the raw image.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from dnntrick.spec.schema import AugmentSpec
+if TYPE_CHECKING:
+    from dnntrick.spec.schema import AugmentSpec
 
 ERASE_AREA = (0.02, 0.33)  # fraction of the image erased (torchvision RandomErasing's defaults)
 ERASE_RATIO = (0.3, 3.3)  # height / width of the erased rectangle

@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from dnntrick.spec.schema import OptimizerSpec
-
 
 @dataclass(frozen=True)
 class Optimizer:
@@ -64,8 +62,9 @@ OPTIMIZERS: dict[str, Optimizer] = {
 }
 
 
-def optimizer_kwargs(spec: OptimizerSpec) -> tuple[str, dict[str, Any]]:
-    """The torch.optim class name and keyword arguments for `spec`."""
+def optimizer_kwargs(spec: Any) -> tuple[str, dict[str, Any]]:
+    """The torch.optim class name and keyword arguments for `spec` (a spec.schema.OptimizerSpec:
+    typed loosely because the spec model imports this registry)."""
     entry = OPTIMIZERS[spec.name]
     kwargs: dict[str, Any] = {"lr": spec.lr, **entry.fixed}
     for key, torch_key in entry.args.items():
@@ -88,7 +87,7 @@ FAST_DEVICES = frozenset({"cpu", "cuda"})
 
 
 def torch_optimizer_args(
-    spec: OptimizerSpec, device_type: str, capturable: bool = False
+    spec: Any, device_type: str, capturable: bool = False
 ) -> tuple[str, dict[str, Any]]:
     """optimizer_kwargs plus the speed options: on the CPU and CUDA the fused kernel where torch
     has one, else foreach; capturable=True for a step captured in a CUDA graph (build_optimizer)."""
@@ -117,7 +116,7 @@ def torch_optimizer_args(
 
 
 def build_optimizer(
-    spec: OptimizerSpec, params: Iterable[Any], device_type: str, capturable: bool = False
+    spec: Any, params: Iterable[Any], device_type: str, capturable: bool = False
 ) -> torch.optim.Optimizer:
     """Instantiate the optimizer with the fused (else foreach) kernels on the CPU and CUDA.
 
@@ -134,19 +133,3 @@ def build_optimizer(
         kwargs["lr"] = torch.tensor(float(kwargs["lr"]), device=device)
     optimizer: torch.optim.Optimizer = getattr(torch.optim, name)(params, **kwargs)
     return optimizer
-
-
-def current_lr(optimizer: torch.optim.Optimizer) -> float:
-    """The first parameter group's lr as a float (it is a tensor when capturable)."""
-    return float(optimizer.param_groups[0]["lr"])
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set every group's lr; in place when it is a tensor, so a captured CUDA graph sees it."""
-    import torch
-
-    for group in optimizer.param_groups:
-        if isinstance(group["lr"], torch.Tensor):
-            group["lr"].fill_(lr)
-        else:
-            group["lr"] = lr

@@ -7,12 +7,13 @@ pre-clip gradient-norm sums, which stay on the device until `epoch_metrics()` re
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from dnntrick.spec.schema import ClipSpec, Spec, TrainSpec
+if TYPE_CHECKING:
+    from dnntrick.spec.schema import ClipSpec, Spec, TrainSpec
 
 
 def dense_weights(model: nn.Module, outputs: bool = True) -> list[torch.Tensor]:
@@ -119,39 +120,6 @@ class StepTricks:
         self.norm_max.zero_()
         self.steps.zero_()
         return row
-
-
-@torch.no_grad()
-def mc_evaluate(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    batch_size: int,
-    samples: int,
-    seed: int,
-) -> tuple[float, float]:
-    """(loss, accuracy) of the softmax averaged over `samples` passes with dropout active and
-    everything else (BN) in eval mode. The dropout masks come from `seed` alone."""
-    was_training = model.training
-    model.eval()
-    for module in model.modules():
-        if isinstance(module, nn.Dropout | nn.AlphaDropout):
-            module.train()
-    devices = [x.device] if x.device.type == "cuda" else []
-    loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device, dtype=torch.long)
-    with torch.random.fork_rng(devices=devices):  # leaves the training RNG stream untouched
-        torch.manual_seed(seed)
-        for start in range(0, len(x), batch_size):
-            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-            probs = torch.softmax(model(xb).float(), dim=1)  # [B, classes]
-            for _ in range(samples - 1):
-                probs += torch.softmax(model(xb).float(), dim=1)
-            probs /= samples
-            loss_sum += -torch.log(probs.gather(1, yb[:, None]).clamp_min(1e-12)).sum()
-            correct += (probs.argmax(dim=1) == yb).sum()
-    model.train(was_training)
-    return loss_sum.item() / len(x), correct.item() / len(x)  # one sync per evaluation
 
 
 def describe(spec: Spec) -> str:

@@ -3,7 +3,8 @@
 Time `t` counts what has been completed before the current step, as Keras does: optimizer steps
 (0 at the first step) or epochs (0 during the first epoch), chosen by the schedule's `unit`. The
 optimizer's `lr` is lr0, the schedule's starting (for 1cycle: peak) rate. Adding a schedule = one
-entry here + one test. This module is pure Python: the spec imports it without importing torch.
+entry here + one test. This module is pure Python: the spec imports it without importing torch,
+and it imports nothing of dnntrick's. training/lr.py applies a schedule to an optimizer.
 """
 
 from __future__ import annotations
@@ -11,12 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import torch
-
-    from dnntrick.spec.schema import ScheduleSpec
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -38,7 +34,7 @@ class Clock:
 class Args:
     """A schedule spec's arguments, with the registry entry's defaults filled in."""
 
-    def __init__(self, spec: ScheduleSpec, lr: float):
+    def __init__(self, spec: Any, lr: float):  # a spec.schema.ScheduleSpec (not imported: no cycle)
         self.spec, self.lr0 = spec, lr
         self.defaults = SCHEDULES[spec.name].defaults
 
@@ -116,85 +112,3 @@ SCHEDULES: dict[str, Schedule] = {
     "one_cycle": Schedule(one_cycle, {"start_lr": None, "final_lr": None, "final_steps": None}),
     "cosine": Schedule(cosine, {"warmup": 0, "min_lr": 0.0, "unit": "step"}),
 }
-
-
-class Scheduler:
-    """Sets the optimizer's lr before each step and after each epoch; `None` spec = constant lr.
-
-    Every parameter group is scaled by the same factor lr(t) / lr0, so groups that start with
-    their own rates keep their ratios. A tensor lr (a capturable optimizer under CUDA graphs) is
-    filled in place, so a captured step sees the new value.
-    """
-
-    def __init__(
-        self,
-        spec: ScheduleSpec | None,
-        lr0: float,
-        steps_per_epoch: int,
-        epochs: int,
-        optimizer: torch.optim.Optimizer,
-    ):
-        self.spec, self.lr0, self.optimizer = spec, lr0, optimizer
-        self.steps_per_epoch, self.epochs = steps_per_epoch, epochs
-        self.args = Args(spec, lr0) if spec is not None else None
-        self.rate = SCHEDULES[spec.name].rate if spec is not None else None
-        self.current = lr0  # performance: the lr after the cuts so far
-        self.best = math.inf  # performance: best monitored value, sign-adjusted (lower is better)
-        self.bad_epochs = 0
-
-    def lr_at(self, step: int) -> float:
-        """The lr of global step `step` (0-based), without setting it."""
-        if self.rate is None or self.args is None:
-            return self.current
-        clock = Clock(step, step // self.steps_per_epoch, self.steps_per_epoch, self.epochs)
-        return self.rate(self.args, clock)
-
-    def epoch_lrs(self, first: int, steps: int) -> list[float]:
-        """The lr of each of the `steps` steps from global step `first` (host floats)."""
-        return [self.lr_at(first + i) for i in range(steps)]
-
-    def before_step(self, step: int) -> None:
-        """Set the lr for global step `step` (0-based)."""
-        if self.rate is not None:
-            self._set(self.lr_at(step))
-
-    def after_epoch(self, row: dict[str, Any]) -> None:
-        """Performance scheduling (Keras ReduceLROnPlateau without cooldown): after `patience`
-        epochs whose monitored value did not beat the best by min_delta, lr ← max(lr·factor,
-        min_lr)."""
-        if self.spec is None or self.spec.name != "performance" or self.args is None:
-            return
-        a = self.args
-        value = row[a.monitor] * (-1.0 if a.monitor.endswith("accuracy") else 1.0)
-        if value < self.best - a.min_delta:
-            self.best, self.bad_epochs = value, 0
-            return
-        self.bad_epochs += 1
-        if self.bad_epochs >= a.patience:
-            self.current = max(self.current * a.factor, a.min_lr)
-            self._set(self.current)
-            self.bad_epochs = 0
-
-    def _set(self, lr: float) -> None:
-        import torch
-
-        for group in self.optimizer.param_groups:
-            group.setdefault("initial_lr", float(group["lr"]))  # first seen: the group's lr0
-            value = lr * (group["initial_lr"] / self.lr0)  # exactly lr for groups at lr0
-            if isinstance(group["lr"], torch.Tensor):
-                group["lr"].fill_(value)
-            else:
-                group["lr"] = value
-
-    def state_dict(self) -> dict[str, Any]:
-        """What a resumed run needs (per-step schedules are functions of the step alone)."""
-        return {"current": self.current, "best": self.best, "bad_epochs": self.bad_epochs}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.current, self.best, self.bad_epochs = (
-            state["current"],
-            state["best"],
-            state["bad_epochs"],
-        )
-        if self.spec is not None and self.spec.name == "performance":
-            self._set(self.current)
