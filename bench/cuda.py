@@ -48,7 +48,7 @@ def _spec(batch: int, precision: str, graphs: bool, epochs: int = EPOCHS) -> Any
 def one_run(batch: int, precision: str, graphs: bool, out: Path) -> dict[str, Any]:
     import torch
 
-    from dnntrick.training.runner import run_spec
+    from dnntrick.runner import run_spec
 
     torch.cuda.reset_peak_memory_stats()
     result = run_spec(_spec(batch, precision, graphs), out=out)

@@ -40,9 +40,9 @@ IMPORTS = """
 import json, time
 t0 = time.perf_counter(); import torch
 t1 = time.perf_counter(); import torch._dynamo  # what torch.optim pulls in at the first optimizer
-t2 = time.perf_counter(); import dnntrick.training.runner
+t2 = time.perf_counter(); import dnntrick.runner
 t3 = time.perf_counter()
-print(json.dumps({"torch": t1 - t0, "torch._dynamo": t2 - t1, "dnntrick.training.runner": t3 - t2}))
+print(json.dumps({"torch": t1 - t0, "torch._dynamo": t2 - t1, "dnntrick.runner": t3 - t2}))
 """
 
 

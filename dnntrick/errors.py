@@ -4,7 +4,6 @@ Exit codes (documented in the README): 0 ok, 1 runtime failure, 2 bad spec, data
 3 training diverged, 130/143 interrupted by SIGINT/SIGTERM.
 """
 
-EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3

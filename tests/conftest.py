@@ -3,13 +3,16 @@ the path of the real Fashion-MNIST (installed by the README's set-up command; ne
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from dnntrick.data.datasets import FILES, write_idx
 
@@ -102,3 +105,53 @@ def cli(capsys: pytest.CaptureFixture[str]):
         return code, out, err
 
     return invoke
+
+
+# Interrupt and resume (tests/training/test_resume.py and the tests of what a resume restores)
+# rrelu draws its slopes from torch's global RNG while training (like dropout): a resume that
+# did not restore that RNG would differ. Adam and early stopping carry state across epochs.
+RESUME_SPEC = """\
+name: resume
+seed: 5
+data: {{root: {root}, val_size: 100}}
+model: {{hidden: [32, 16], activation: rrelu}}
+train:
+  epochs: 3
+  batch_size: 50
+  optimizer: {{name: adam, lr: 0.003}}
+  early_stopping: {{patience: 10, monitor: val_loss, restore_best: true}}
+"""
+
+
+def rows(run_dir: Path) -> list[dict]:
+    """metrics.jsonl without the timing column."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    assert rows(a) == rows(b)
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    for key in ("test_accuracy", "test_loss", "best_val_accuracy", "best_epoch", "epochs_run"):
+        assert sa[key] == sb[key], key
+
+
+def signal_at(
+    monkeypatch: pytest.MonkeyPatch, call: int, training: bool, sig=signal.SIGINT, times=1
+):
+    """Send `sig` to this process (`times` times) in the `call`-th loss computation of training
+    steps (training=True) or of evaluations (False)."""
+    real = torch.nn.functional.cross_entropy
+    count = 0
+
+    def hooked(*args, **kwargs):
+        nonlocal count
+        if torch.is_grad_enabled() == training:
+            count += 1
+            if count == call:
+                for _ in range(times):
+                    os.kill(os.getpid(), sig)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", hooked)

@@ -76,10 +76,10 @@ def run_training(
         typer.echo(dump_spec(resolved), nl=False)
         return
 
+    from dnntrick.runner import run_spec
     from dnntrick.training import distributed
     from dnntrick.training.build import resolve_device
     from dnntrick.training.report import ConsoleReporter, Reporter
-    from dnntrick.training.runner import run_spec
 
     reporter = Reporter() if options.quiet else ConsoleReporter(stderr=options.as_json)
     with distributed.process_group(resolve_device(resolved.device)):  # torchrun: join the ranks

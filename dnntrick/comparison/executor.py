@@ -126,8 +126,8 @@ def run_job(job: Job, send: Callable[[Event], None], arrays: Any = None) -> Outc
 
 def _train(job: Job, send: Callable[[Event], None], arrays: Any) -> Outcome:
     from dnntrick.errors import DivergedError, DnntrickError
+    from dnntrick.runner import run_spec
     from dnntrick.spec.schema import Spec
-    from dnntrick.training.runner import run_spec
 
     send(("start", job.id, {}))
     try:

@@ -16,7 +16,7 @@ from dnntrick.diagnosis.verdict import diagnose as judge
 from dnntrick.spec.schema import Spec
 
 # act mean/std of the block's output; dead/sat.: fractions; ‖∇W‖, ratio (to the outputs
-# layer's ‖∇W‖) and ‖∇a‖ (gradient backpropagated to the block's output): see diagnostics.py
+# layer's ‖∇W‖) and ‖∇a‖ (gradient backpropagated to the block's output): see hooks.py
 COLUMNS = ("layer", "units", "mean", "std", "dead", "sat.", "‖∇W‖", "ratio", "‖∇a‖")
 
 

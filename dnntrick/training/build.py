@@ -1,9 +1,9 @@
 """What a run needs, built from a spec in one place: device, data, model, prepare hook
 (transfer or pretraining), optimizer, data-order generator and augmenter.
 
-`dnntrick train` (runner.py), `diagnose` and `lr-find` all start here, so a probe or a range test
-sees exactly the weights and data a run of the same spec and seed would. Everything that can fail
-on bad input happens here, before any run directory exists.
+`dnntrick train` (dnntrick/runner.py), `diagnose` and `lr-find` all start here, so a probe or a
+range test sees exactly the weights and data a run of the same spec and seed would. Everything
+that can fail on bad input happens here, before any run directory exists.
 """
 
 from __future__ import annotations

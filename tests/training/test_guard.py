@@ -14,12 +14,12 @@ from safetensors.torch import load_file
 
 from dnntrick.data.datasets import FILES, write_idx
 from dnntrick.errors import UsageError
+from dnntrick.runner import run_spec
 from dnntrick.spec.config import load_spec
 from dnntrick.training.checkpoint import load_latest
 from dnntrick.training.report import Reporter
 from dnntrick.training.rundir import make_run_dir
-from dnntrick.training.runner import run_spec
-from tests.conftest import make_tiny_idx, write_spec
+from tests.conftest import REPO, make_tiny_idx, write_spec
 
 SPEC = """\
 name: guard
@@ -232,6 +232,6 @@ def test_determinism_off_does_not_import_the_compiler():
     )
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True,
-        cwd=Path(__file__).parent.parent,
+        cwd=REPO,
     )  # fmt: skip
     assert done.stdout.split() == ["False", "True"]

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from dnntrick.errors import DataError
+from dnntrick.runner import run_spec
 from dnntrick.spec.config import load_spec
-from dnntrick.training.runner import run_spec
 from tests.conftest import tiny_overrides, write_spec
 
 SPEC = """\

@@ -10,6 +10,7 @@ import torch
 
 from bench.loops import DnntrickLoop, Setup, TensorLoop, TorchvisionLoop, build_loops
 from dnntrick.data.datasets import load_splits
+from tests.conftest import REPO
 
 
 @pytest.fixture
@@ -84,7 +85,7 @@ def test_single_thread_table_follows_its_flag(flag: str, fashion_root: Path, tmp
     ]  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-m", "bench", *args],
-        cwd=Path(__file__).parent.parent, capture_output=True, text=True, check=False,
+        cwd=REPO, capture_output=True, text=True, check=False,
         env={**__import__("os").environ, "DNNTRICK_CACHE": str(tmp_path / "cache")},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from dnntrick.errors import SpecError
+from dnntrick.runner import run_spec
 from dnntrick.spec.config import load_spec
 from dnntrick.spec.schema import AugmentSpec
-from dnntrick.training.runner import run_spec
 from dnntrick.tricks.augment import Augmenter, build_augmenter
 from tests.conftest import tiny_overrides, write_spec
 

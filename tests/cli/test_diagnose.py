@@ -12,8 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from dnntrick.diagnosis.plot import plot_gradient_norms, recorded_layers
+from dnntrick.runner import run_spec
 from dnntrick.spec.config import load_spec
-from dnntrick.training.runner import run_spec
 from tests.conftest import REPO, tiny_overrides, write_spec
 
 VANISHING = str(REPO / "experiments" / "vanishing.yaml")

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from dnntrick.runner import run_spec
 from dnntrick.spec.config import load_spec
 from dnntrick.spec.schema import ScheduleSpec, TrainSpec
 from dnntrick.training.lr import Scheduler
-from dnntrick.training.runner import run_spec
 from dnntrick.tricks.schedules import SCHEDULES
 from tests.conftest import tiny_overrides, write_spec
 
@@ -178,8 +178,7 @@ def test_resume_mid_epoch_with_a_schedule_and_augmentation_is_bitwise(
     cli, monkeypatch, tmp_path: Path, tiny_root: Path
 ):
     """The performance schedule's cuts and the augmentation generator are checkpointed."""
-    from tests.test_resume import SPEC as RESUME_SPEC
-    from tests.test_resume import assert_same_run, rows, signal_at
+    from tests.conftest import RESUME_SPEC, assert_same_run, rows, signal_at
 
     text = RESUME_SPEC.format(root=tiny_root).replace(
         "val_size: 100}", "val_size: 100, augment: {shift: 2, erase: 0.5}}"

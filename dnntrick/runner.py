@@ -1,4 +1,6 @@
-"""Train one spec end to end: build (build.py) → fit (loop.py) → summarize → run directory.
+"""Train one spec end to end: build (training/build.py) → fit (training/loop.py) → summarize →
+run directory. Above training/: it adds the reuse/ hooks (transfer, pretraining) and diagnosis/
+hooks (train.diagnostics) to a run.
 
 Everything that can fail on bad input (device, data, model) happens in `build`, before the run
 directory is created, so a run that fails at start-up leaves nothing behind.

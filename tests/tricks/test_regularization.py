@@ -11,12 +11,12 @@ import torch.nn.functional as F
 
 from dnntrick.data.datasets import Splits
 from dnntrick.errors import SpecError
+from dnntrick.runner import run_spec
 from dnntrick.spec.config import load_spec
 from dnntrick.spec.schema import ClipSpec, ModelSpec, TrainSpec
 from dnntrick.training.loop import evaluate, fit, mc_evaluate
 from dnntrick.training.model import build_model
 from dnntrick.training.report import Reporter
-from dnntrick.training.runner import run_spec
 from dnntrick.tricks.regularization import StepTricks, apply_max_norm, clip_gradients
 from tests.conftest import tiny_overrides, write_spec
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dnntrick.data.datasets import FILES
-from tests.conftest import make_tiny_idx, run_cli, tiny_overrides, write_spec
+from tests.conftest import REPO, make_tiny_idx, run_cli, tiny_overrides, write_spec
 
 GOOD = "model: {hidden: [16]}\ntrain: {epochs: 1, batch_size: 100}\n"
 
@@ -140,7 +140,7 @@ def test_check_and_help_do_not_import_torch(tmp_path: Path):
             capture_output=True,
             text=True,
             check=False,
-            cwd=Path(__file__).parent.parent,
+            cwd=REPO,
         )
         assert "NO-TORCH" in done.stderr, (args, done.stderr)
     done = run_cli("check", str(path))
@@ -174,7 +174,7 @@ def test_entry_point_skips_teardown_but_keeps_output_atexit_and_exit_code(
 
     done = subprocess.run(
         [sys.executable, "-c", probe, str(tmp_path / "missing.yaml")],
-        capture_output=True, text=True, check=False, cwd=Path(__file__).parent.parent,
+        capture_output=True, text=True, check=False, cwd=REPO,
     )  # fmt: skip
     assert done.returncode == 2 and "missing.yaml" in done.stderr
     assert marker.exists() and "returned" not in done.stdout

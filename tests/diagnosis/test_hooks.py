@@ -16,9 +16,9 @@ from torch import nn
 from dnntrick.data.datasets import load_splits
 from dnntrick.diagnosis.hooks import Recorder, blocks, probe
 from dnntrick.diagnosis.verdict import LayerStats
+from dnntrick.runner import run_spec
 from dnntrick.spec.config import load_spec
 from dnntrick.training.model import MLP, Dense, build_model
-from dnntrick.training.runner import run_spec
 from dnntrick.tricks.optimizers import build_optimizer
 from tests.conftest import tiny_overrides, write_spec
 
@@ -212,8 +212,7 @@ def test_clipping_bounds_the_recorded_update_where_the_unclipped_run_diverges(
 
 
 def test_resumed_run_numbers_its_recorded_steps_on(cli, monkeypatch, tmp_path, tiny_root):
-    from tests.test_resume import SPEC as RESUME_SPEC
-    from tests.test_resume import signal_at
+    from tests.conftest import RESUME_SPEC, signal_at
 
     text = RESUME_SPEC.format(root=tiny_root) + "  diagnostics: {every: 4}\n"
     spec_path = write_spec(tmp_path, text)

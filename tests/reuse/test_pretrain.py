@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from dnntrick import runner
 from dnntrick.data.datasets import load_splits
 from dnntrick.reuse.pretrain import pretrain_model, unlabelled_images
+from dnntrick.runner import run_spec
 from dnntrick.spec.config import load_spec
-from dnntrick.training import runner
 from dnntrick.training.model import build_model
 from dnntrick.training.report import Reporter
-from dnntrick.training.runner import run_spec
 from tests.conftest import tiny_overrides, write_spec
 
 SPEC = """\

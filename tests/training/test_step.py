@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from dnntrick.errors import UsageError
+from dnntrick.runner import run_spec
 from dnntrick.spec.config import load_spec
 from dnntrick.spec.schema import ModelSpec, OptimizerSpec, TrainSpec
 from dnntrick.training.loop import train_epoch
 from dnntrick.training.lr import current_lr, set_lr
 from dnntrick.training.model import build_model
 from dnntrick.training.report import Reporter
-from dnntrick.training.runner import run_spec
 from dnntrick.training.step import EagerStep, GraphStep, StepParts, make_step, train_step
 from dnntrick.tricks.optimizers import OPTIMIZERS, build_optimizer, torch_optimizer_args
 from tests.conftest import tiny_overrides, write_spec

@@ -12,16 +12,16 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from dnntrick import runner
 from dnntrick.data.datasets import load_splits
 from dnntrick.errors import UsageError
 from dnntrick.reuse.transfer import cached_prefix, prepare_transfer, unfreeze
+from dnntrick.runner import run_spec
 from dnntrick.spec.config import load_spec
 from dnntrick.training import build as building
-from dnntrick.training import runner
 from dnntrick.training.loop import fit
 from dnntrick.training.model import MLP, Dense, build_model
 from dnntrick.training.report import Reporter
-from dnntrick.training.runner import run_spec
 from tests.conftest import tiny_overrides, write_spec
 
 SOURCE = """\

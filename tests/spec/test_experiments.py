@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from dnntrick.errors import DivergedError
+from dnntrick.runner import run_spec
 from dnntrick.spec.config import load_spec
-from dnntrick.training.runner import run_spec
 from dnntrick.tricks.optimizers import OPTIMIZERS
 from tests.conftest import REPO
 
