@@ -99,6 +99,8 @@ def run_spec(
         summary["diagnosis"] = diagnosis
     summary["run_dir"] = str(run.path)
     run.save_weights(built.model.state_dict(), metadata={"name": spec.name})
+    data = built.data
+    run.save_preprocessing(data.input_scale, data.pixel_mean, data.pixel_std)
     if loaded is not None and loaded.state["spec"] != spec_yaml:  # --force with changes
         run.write_spec(spec_yaml, source, overrides)
     run.write_summary(summary)

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dnntrick.comparison.stats import mean_std
 from dnntrick.comparison.variants import Variant
 from dnntrick.training.rundir import atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PANELS = (("val_accuracy", "validation accuracy"), ("train_loss", "training loss"))
 
@@ -35,16 +38,16 @@ def curve(
     return epochs, means, stds
 
 
-def plot_comparison(variants: list[Variant], path: Path, title: str) -> None:
-    """Write the two-panel PNG to `path` (matplotlib's Agg backend: no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def comparison_figure(variants: list[Variant], title: str) -> Figure:
+    """Validation accuracy and training loss by epoch, one colour per variant (a matplotlib
+    Figure made without pyplot: no backend is switched, and Jupyter shows it inline)."""
+    from matplotlib import rcParams
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), dpi=110, constrained_layout=True)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = Figure(figsize=(12, 4.8), dpi=110, constrained_layout=True)
+    axes = fig.subplots(1, 2)
+    colors = rcParams["axes.prop_cycle"].by_key()["color"]
     for i, variant in enumerate(variants):
         histories = [r.history for r in variant.ok_runs if r.history]
         if not histories:
@@ -69,7 +72,36 @@ def plot_comparison(variants: list[Variant], path: Path, title: str) -> None:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
     fig.suptitle(title)
+    return fig
+
+
+def curves_figure(history: list[dict[str, Any]], title: str) -> Figure:
+    """One run's learning curves: loss and accuracy by epoch, training and validation."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(11, 4.2), dpi=110, constrained_layout=True)
+    epochs = [row["epoch"] for row in history]
+    for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy"), strict=True):
+        for split in ("train", "val"):
+            values = [row.get(f"{split}_{metric}") for row in history]
+            ax.plot(epochs, values, marker="o", markersize=3, label=split)
+        ax.set_title(metric)
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize="small")
+    fig.suptitle(title)
+    return fig
+
+
+def save_png(fig: Figure, path: Path) -> None:
+    """Write `fig` to `path` as a PNG, atomically."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    plt.close(fig)
     atomic_write(path, buffer.getvalue())
+
+
+def plot_comparison(variants: list[Variant], path: Path, title: str) -> None:
+    """Write comparison_figure as a PNG to `path`."""
+    save_png(comparison_figure(variants, title), path)

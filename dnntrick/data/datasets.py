@@ -200,6 +200,8 @@ class Splits:
     # per-pixel statistics [1, features] of the training split when data.standardize, else None
     pixel_mean: torch.Tensor | None = None
     pixel_std: torch.Tensor | None = None
+    # x = raw value × input_scale (then standardized): 1/255 for pixels stored as bytes
+    input_scale: float = 1.0 / 255.0
 
     @property
     def in_features(self) -> int:

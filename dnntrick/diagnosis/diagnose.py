@@ -36,12 +36,25 @@ class Diagnosed:
     diagnosis: Diagnosis
     seconds: float
 
+    @property
+    def verdict(self) -> str:
+        """healthy, vanishing, exploding, dying units or saturation."""
+        return self.diagnosis.verdict
+
+    @property
+    def layers(self) -> list[dict[str, Any]]:
+        """The per-layer statistics, in depth order, as dicts."""
+        return [vars(s) for s in self.probe.layers]
+
+    def __repr__(self) -> str:
+        return f"Diagnosed({self.name!r}, verdict={self.verdict!r}, layers={len(self.layers)})"
+
     def to_json(self, plot: Path | None = None) -> dict[str, Any]:
         return {
             "name": self.name,
             "batch_size": self.batch_size,
             "loss": self.probe.loss,
-            "layers": [vars(s) for s in self.probe.layers],
+            "layers": self.layers,
             "diagnosis": self.diagnosis.to_json(),
             "seconds": self.seconds,
             "plot": str(plot) if plot else None,

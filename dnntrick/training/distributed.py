@@ -225,6 +225,8 @@ class SilentRunDir(RunDir):
         self, state: dict[str, Any], metadata: dict[str, str] | None = None
     ) -> None: ...
 
+    def save_preprocessing(self, scale: float, mean: Any = None, std: Any = None) -> None: ...
+
 
 def main_run_dir(make: Callable[[], Path]) -> RunDir:
     """Rank 0 creates the run directory; the others learn its path (or rank 0's error)."""

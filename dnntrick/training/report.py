@@ -40,7 +40,8 @@ def _num(value: float, fmt: str) -> str:
 
 
 class ConsoleReporter(Reporter):
-    """rich output on stdout (or stderr when stdout carries JSON)."""
+    """rich output on stdout (or stderr when stdout carries JSON). The progress bar shows in a
+    terminal and in Jupyter (a live widget); a pipe or a log file gets the plain rows only."""
 
     def __init__(self, stderr: bool = False):
         self.console = Console(stderr=stderr, highlight=False)
@@ -54,7 +55,7 @@ class ConsoleReporter(Reporter):
         self.console.print("[bold]" + "".join(f"{c:>11}" for c in COLUMNS) + "[/]")
 
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
-        if not self.console.is_terminal:
+        if not (self.console.is_terminal or self.console.is_jupyter):  # a log file: rows only
             return
         self.bar = Progress(
             TextColumn(f"epoch {epoch}/{epochs}"),

@@ -63,6 +63,9 @@ def make_run_dir(out: Path | str, name: str) -> Path:
     raise UsageError(f"too many runs named {name!r} this second in {out}")
 
 
+PREPROCESSING = "preprocessing.safetensors"
+
+
 class RunDir:
     """Writes one run's files. Metrics rows are kept so the .jsonl can be rewritten atomically."""
 
@@ -88,6 +91,18 @@ class RunDir:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json(self.path / "summary.json", summary)
+
+    def save_preprocessing(
+        self, scale: float, mean: Any | None = None, std: Any | None = None
+    ) -> None:
+        """preprocessing.safetensors: how raw inputs become the model's inputs (x·scale, then
+        (x - mean) / std when the run standardized), so a reopened run can predict."""
+        from safetensors.torch import save
+
+        tensors = {} if mean is None or std is None else {"mean": mean.cpu(), "std": std.cpu()}
+        atomic_write(
+            self.path / PREPROCESSING, save(tensors, metadata={"scale": repr(float(scale))})
+        )
 
     def save_weights(self, state: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
         from safetensors.torch import save
