@@ -104,7 +104,7 @@ def test_run_objects_predict_evaluate_and_reopen(tmp_path: Path, spec_file: Path
 
 
 def test_bad_api_inputs_are_the_products_errors(tmp_path: Path, spec_file: Path):
-    with pytest.raises(SpecError, match="train.epochs"):
+    with pytest.raises(SpecError, match=r"train\.epochs"):
         dnntrick.train(spec_file, **{"train.epochs": -1}, out=tmp_path, quiet=True)
     with pytest.raises(UsageError, match="give a path, a dict or a Spec"):
         dnntrick.train(42, out=tmp_path, quiet=True)
