@@ -50,6 +50,21 @@ def resolve_spec(
     return validate(apply_overrides(data, given), source or "spec"), source, given
 
 
+def _inline(fig: Figure) -> Figure:
+    """Under IPython (Jupyter), register the PNG display of figures, as %matplotlib inline
+    does: the returned Figure then shows inline without pyplot or a magic."""
+    import sys
+
+    if "IPython" in sys.modules:
+        from IPython import get_ipython
+        from IPython.core.pylabtools import select_figure_formats
+
+        shell = get_ipython()
+        if shell is not None:
+            select_figure_formats(shell, {"png"})
+    return fig
+
+
 def _reporter(quiet: bool) -> Any:
     from dnntrick.training.report import ConsoleReporter, Reporter
 
@@ -88,7 +103,7 @@ class Run:
         """Loss and accuracy by epoch (training and validation); Jupyter shows it inline."""
         from dnntrick.comparison.plots import curves_figure
 
-        return curves_figure(self.history, f"{self.spec.name}: learning curves")
+        return _inline(curves_figure(self.history, f"{self.spec.name}: learning curves"))
 
     def inputs(self, x: Any) -> torch.Tensor:
         """Raw inputs [N, ...] (as the training data came: e.g. uint8 pixels) → the model's
@@ -271,7 +286,7 @@ class ComparisonResult:
 
         variants = self.comparison.variants
         seeds = max((len(v.runs) for v in variants), default=0)
-        return comparison_figure(variants, f"{len(variants)} variants × {seeds} seeds")
+        return _inline(comparison_figure(variants, f"{len(variants)} variants × {seeds} seeds"))
 
 
 def compare(
