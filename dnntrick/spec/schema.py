@@ -181,11 +181,11 @@ class NormSpec(StrictModel):
     name: Literal["batch"] = "batch"
     placement: Literal["before", "after"] = Field(
         "before",
-        description="BN before the activation (the seed, Ioffe & Szegedy) or after it (Keras's "
+        description="BN before the activation (the book, Ioffe & Szegedy) or after it (Keras's "
         "2nd-edition default stack)",
     )
     input: bool = Field(False, description="also normalize the inputs (a BN block named inputs)")
-    logits: bool = Field(False, description="also normalize the logits (the seed does)")
+    logits: bool = Field(False, description="also normalize the logits (the book does)")
     momentum: float = Field(
         0.1,
         gt=0,
@@ -506,7 +506,7 @@ class TrainSpec(StrictModel):
 
 
 class TransferSpec(StrictModel):
-    """Reuse a trained model's layers (seed §5, 5a, 5b). Layer names are the MLP's blocks:
+    """Reuse a trained model's layers (the book's §5, 5a, 5b). Layer names are the MLP's blocks:
     hidden1 … hiddenN, outputs; patterns are Python regular expressions matched whole."""
 
     source: str | None = Field(
@@ -560,7 +560,7 @@ class TransferSpec(StrictModel):
 
 
 class PretrainSpec(StrictModel):
-    """Unsupervised pretraining (seed §6): autoencoders on the training images, labels unused."""
+    """Unsupervised pretraining (the book's §6): autoencoders on the training images, no labels."""
 
     mode: Literal["greedy", "stack"] = Field(
         "greedy",
