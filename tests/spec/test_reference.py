@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from pydantic import BaseModel
+
 from dnntrick.spec import schema
 from dnntrick.spec.reference import DOCS_SPEC, main, render, write
 
@@ -18,7 +20,7 @@ def test_docs_spec_is_up_to_date() -> None:
 
 def test_every_field_of_every_section_is_listed() -> None:
     text = render()
-    for path, model in [
+    cases: list[tuple[str, type[BaseModel]]] = [
         ("data", schema.DataSpec),
         ("data.augment", schema.AugmentSpec),
         ("model.dropout", schema.DropoutSpec),
@@ -26,7 +28,8 @@ def test_every_field_of_every_section_is_listed() -> None:
         ("train.schedule", schema.ScheduleSpec),
         ("transfer", schema.TransferSpec),
         ("pretrain", schema.PretrainSpec),
-    ]:
+    ]
+    for path, model in cases:
         section = text.split(f"## `{path}`\n", 1)[1].split("\n## ", 1)[0]
         for name, info in model.model_fields.items():
             assert f"| `{info.alias or name}` |" in section, (path, name)
