@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup test lint format bench clean
+.PHONY: setup test lint format bench docs clean
 
 ## setup: create .venv, install dnntrick with its dev and ray extras, make Fashion-MNIST available
 setup:
@@ -30,6 +30,10 @@ format:
 ## bench: speed against plain PyTorch loops (not part of the tests)
 bench:
 	$(BIN)/python -m bench
+
+## docs: regenerate docs/spec.md from the spec's field descriptions (a test fails when it is stale)
+docs:
+	$(BIN)/python -m dnntrick.spec.reference --write
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

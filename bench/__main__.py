@@ -25,7 +25,7 @@ console = Console(highlight=False, width=110)
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 TARGETS = {
-    "c_over_b": 0.95,  # at batch 50 and 200, seed MLP
+    "c_over_b": 0.95,  # at batch 50 and 200, the book's MLP
     "c_over_a": 3.0,
     "help_seconds": 0.3,
     "load_cached_seconds": 0.3,

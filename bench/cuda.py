@@ -1,7 +1,7 @@
 """The GPU half of the benchmark (`python -m bench --cuda`): one prepared script for a machine
 with a CUDA device, a few minutes long.
 
-1. The seed's MLP through the real product path (runner.run_spec, data resident on the GPU) at
+1. The book's MLP through the real product path (runner.run_spec, data resident on the GPU) at
    batch 50, 200 and 1000: eager fp32, CUDA graphs fp32, eager bf16, CUDA graphs bf16. Samples/s,
    test accuracy, peak GPU memory. Target: graphs ≥ 2× eager at batch 50, same accuracy.
 2. Gradient clipping and an LR change under graphs: with global-norm clipping captured in the
@@ -29,7 +29,7 @@ EPOCHS = 3
 
 
 def _spec(batch: int, precision: str, graphs: bool, epochs: int = EPOCHS) -> Any:
-    """The seed's default experiment (784-300-100-10 ELU, He, Adam) on the GPU."""
+    """The book's default experiment (784-300-100-10 ELU, He, Adam) on the GPU."""
     from dnntrick.spec.config import load_spec
 
     return load_spec(
@@ -117,7 +117,7 @@ def _runs_in(obj: Any) -> list[dict[str, Any]]:
 
 
 def concurrent_runs(n: int, epochs: int = EPOCHS) -> dict[str, Any]:
-    """`dnntrick compare --jobs N --seeds N` on the GPU: N runs of the seed's MLP share it.
+    """`dnntrick compare --jobs N --seeds N` on the GPU: N runs of the book's MLP share it.
     Aggregate samples/s = the sum of the runs' own training rates (they overlap), and also all
     training samples over the command's whole wall time (start-up included)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -172,7 +172,7 @@ def run_cuda(console: Console) -> dict[str, Any]:
         results["lr_under_graphs"] = lr_change_is_seen(out)
     results["concurrent"] = [concurrent_runs(n) for n in (1, 4, 8)]
 
-    table = Table(title=f"seed MLP on {results['device']}, {EPOCHS} epochs, samples/s")
+    table = Table(title=f"the book's MLP on {results['device']}, {EPOCHS} epochs, samples/s")
     for name in (
         "batch",
         "precision",
@@ -197,7 +197,7 @@ def run_cuda(console: Console) -> dict[str, Any]:
         )
     console.print(table)
     console.print(f"lr set between replays reaches the graph: {results['lr_under_graphs']}")
-    conc = Table(title="dnntrick compare --jobs N on one GPU (seed MLP, batch 50)")
+    conc = Table(title="dnntrick compare --jobs N on one GPU (the book's MLP, batch 50)")
     for name in ("runs", "aggregate samples/s", "per run", "incl. start-up", "wall s"):
         conc.add_column(name, justify="right")
     for c in results["concurrent"]:

@@ -39,7 +39,7 @@ from dnntrick.tricks.regularization import StepTricks
 
 @dataclass(frozen=True)
 class Setup:
-    """What all three loops share: data set, widths, batch size, seed (the seed's MLP by default:
+    """What all three loops share: data set, widths, batch size, seed (the book's MLP by default:
     784-300-100-10 ELU, He-normal init, Adam lr 0.001, Fashion-MNIST minus the last 5000)."""
 
     hidden: tuple[int, ...] = (300, 100)

@@ -1,6 +1,6 @@
 """User-facing errors: each carries a one-line message and the process exit code.
 
-Exit codes (documented in the README): 0 ok, 1 runtime failure, 2 bad spec, data or usage,
+Exit codes (documented in docs/train.md): 0 ok, 1 runtime failure, 2 bad spec, data or usage,
 3 training diverged, 130/143 interrupted by SIGINT/SIGTERM.
 """
 

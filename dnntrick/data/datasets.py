@@ -261,7 +261,7 @@ def load_splits(
     if spec.standardize:
         train_x = tensors["train"][0]
         mean = train_x.mean(dim=0, keepdim=True)
-        std = train_x.std(dim=0, keepdim=True) + 1e-10  # the seed's +1e-10 guards constant pixels
+        std = train_x.std(dim=0, keepdim=True) + 1e-10  # the book's +1e-10 guards constant pixels
         for xt, _ in tensors.values():
             xt.sub_(mean).div_(std)
     return Splits(

@@ -1,5 +1,5 @@
 """Verdicts from per-layer statistics: healthy, vanishing, exploding, dying units, saturation,
-each with its likely cause and remedy drawn from the seed's tricks. Torch-free.
+each with its likely cause and remedy drawn from the book's tricks. Torch-free.
 
 The rules (thresholds are module constants):
   For each hidden block two gradient ratios are read: w = its weight gradient / the outputs
@@ -241,7 +241,7 @@ def _init_mismatch(ctx: Context) -> tuple[str, str] | None:
             return (
                 f"{ctx.activation} with {ctx.init_text} init: with fan-in {ctx.fan_in} that is "
                 f"{gain:.2g} x the variance that keeps the signal's size, so each layer "
-                f"{'amplifies' if gain > 1 else 'shrinks'} it (weights too {size}; seed §1)",
+                f"{'amplifies' if gain > 1 else 'shrinks'} it (weights too {size}; the book's §1)",
                 AUTO_REMEDY,
             )
     if ctx.family == "relu" and ctx.init.startswith(("glorot", "lecun")):
@@ -264,7 +264,7 @@ def _vanish_cause(ctx: Context) -> tuple[str, str]:
         return (
             f"{ctx.activation}'s slope is at most {0.25 if ctx.activation == 'sigmoid' else 1:g} "
             "and near 0 at its limits: the gradient shrinks at every layer, whatever the init",
-            "use ReLU-family activations with He init, or SELU with LeCun init (seed §2)",
+            "use ReLU-family activations with He init, or SELU with LeCun init (the book's §2)",
         )
     return (
         f"{ctx.depth} layers of {ctx.activation}: small per-layer losses compound with depth",
@@ -289,7 +289,7 @@ def _explode_reason(ctx: Context) -> tuple[str, str]:
         f"{ctx.depth} layers of {ctx.activation} with {ctx.init_text} init: each layer "
         "amplifies the signal a little, and that compounds with depth",
         "use a variance-preserving init, batch norm, a smaller learning rate, or gradient "
-        "clipping (seed §1, §3, §4)",
+        "clipping (the book's §1, §3, §4)",
     )
 
 
@@ -299,11 +299,11 @@ def _dying_cause(ctx: Context) -> tuple[str, str]:
             f"{ctx.depth} ReLU layers: with depth the inputs' representations become alike, so a "
             "unit that is off for one input is off for all (the relu_100 net)",
             "use SELU with LeCun init and standardized inputs, batch norm, or leaky ReLU/ELU "
-            "(seed §2)",
+            "(the book's §2)",
         )
     return (
         f"{ctx.activation} units pushed to the side where they output ≤ 0 for every input: "
-        "a plain ReLU then gets no gradient at all (seed §2a)",
+        "a plain ReLU then gets no gradient at all (the book's §2a)",
         "use leaky ReLU, ELU or SELU; He init; a smaller learning rate",
     )
 
@@ -319,7 +319,7 @@ def _saturation_cause(ctx: Context) -> tuple[str, str]:
 
 
 def spec_notes(ctx: Context) -> list[Finding]:
-    """Spec pairings the seed warns about, true whatever one batch shows."""
+    """Spec pairings the book warns about, true whatever one batch shows."""
     notes = []
     if ctx.family == "selu" and (not ctx.init.startswith("lecun") or not ctx.standardize):
         missing = " and ".join(
@@ -336,7 +336,7 @@ def spec_notes(ctx: Context) -> list[Finding]:
                 f"SELU without {missing}",
                 "SELU without LeCun init or without standardized inputs: self-normalization "
                 "does not hold",
-                "use init: lecun_normal and data.standardize: true (seed §2c)",
+                "use init: lecun_normal and data.standardize: true (the book's §2c)",
             )
         )
     if ctx.family == "selu" and (ctx.dropout == "dropout" or ctx.penalty):
@@ -351,7 +351,7 @@ def spec_notes(ctx: Context) -> list[Finding]:
                 f"SELU with ordinary {used}",
                 "ordinary dropout or ℓ1/ℓ2 with SELU breaks self-normalization",
                 "use alpha dropout (model.dropout: {name: alpha}) and max-norm rather than "
-                "ℓ1/ℓ2 (seed §9)",
+                "ℓ1/ℓ2 (the book's §9)",
             )
         )
     if ctx.family == "relu" and ctx.depth >= DEEP and ctx.init.startswith("glorot"):

@@ -1,5 +1,5 @@
-"""Unsupervised pretraining (seed §6): autoencoders trained on the training images without their
-labels, then the classifier fine-tunes from them on the (few) labelled images.
+"""Unsupervised pretraining (the book's §6): autoencoders trained on the training images
+without their labels, then the classifier fine-tunes from them on the (few) labelled images.
 
 The encoder IS the classifier's hidden blocks, trained in place, so fine-tuning starts from the
 pretrained weights; decoders are thrown away. Two ways:

@@ -1,4 +1,4 @@
-"""Transfer (seed §5, 5a, 5b): reuse a trained model's layers, freeze some, cache the frozen
+"""Transfer (the book's §5, 5a, 5b): reuse a trained model's layers, freeze some, cache the frozen
 first layers' outputs, unfreeze them later.
 
 A layer is one block of the MLP (hidden1 … hiddenN, outputs); the source's layer names are the

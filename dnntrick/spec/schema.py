@@ -73,7 +73,9 @@ class AugmentSpec(StrictModel):
 
 
 class DataSpec(StrictModel):
-    dataset: Literal["mnist", "fashion-mnist", "kmnist"] = "fashion-mnist"
+    dataset: Literal["mnist", "fashion-mnist", "kmnist"] = Field(
+        "fashion-mnist", description="the built-in data set (IDX files, 28x28 grey, 10 classes)"
+    )
     root: str | None = Field(None, description="folder holding the IDX files; null = search")
     val_size: NonNegativeInt = Field(5000, description="images held out from the training set")
     val_from: Literal["first", "last"] = Field(
@@ -111,7 +113,7 @@ class DataSpec(StrictModel):
 
 
 class ActivationSpec(StrictModel):
-    name: str
+    name: str = Field(..., description="the activation (choices below)")
     alpha: float | None = Field(
         None,
         description="leaky_relu slope (PyTorch 0.01, Keras 0.3); elu alpha; prelu initial slope",
@@ -178,14 +180,14 @@ class InitSpec(StrictModel):
 class NormSpec(StrictModel):
     """Batch normalization inside each hidden Dense block (and optionally the input/logits)."""
 
-    name: Literal["batch"] = "batch"
+    name: Literal["batch"] = Field("batch", description="the only normalization: batch norm")
     placement: Literal["before", "after"] = Field(
         "before",
-        description="BN before the activation (the seed, Ioffe & Szegedy) or after it (Keras's "
+        description="BN before the activation (the book, Ioffe & Szegedy) or after it (Keras's "
         "2nd-edition default stack)",
     )
     input: bool = Field(False, description="also normalize the inputs (a BN block named inputs)")
-    logits: bool = Field(False, description="also normalize the logits (the seed does)")
+    logits: bool = Field(False, description="also normalize the logits (the book does)")
     momentum: float = Field(
         0.1,
         gt=0,
@@ -254,8 +256,8 @@ OPTIMIZER_FIELDS = (
 
 
 class OptimizerSpec(StrictModel):
-    name: str = "sgd"
-    lr: PositiveFloat = 0.01
+    name: str = Field("sgd", description="the optimizer (choices below)")
+    lr: PositiveFloat = Field(0.01, description="the learning rate (lr0 of a schedule)")
     momentum: NonNegativeFloat | None = Field(
         None, description="momentum/nesterov (default 0.9); rmsprop (default 0)"
     )
@@ -271,7 +273,7 @@ class OptimizerSpec(StrictModel):
         description="PyTorch's coupled L2 added to the gradient; adamw: decoupled, "
         "p -= lr·wd·p (PyTorch default 0.01, Keras 0.004)",
     )
-    amsgrad: bool | None = None
+    amsgrad: bool | None = Field(None, description="adam/adamw: the AMSGrad variant (default no)")
     rho: float | None = Field(
         None,
         ge=0,
@@ -328,7 +330,7 @@ SCHEDULE_FIELDS = (
 class ScheduleSpec(StrictModel):
     """A learning-rate schedule; t counts completed steps or epochs (`unit`), from 0."""
 
-    name: str
+    name: str = Field(..., description="the schedule (choices below)")
     unit: Literal["step", "epoch"] | None = Field(
         None,
         description="what t counts: exponential/power/cosine default step (Keras schedules), "
@@ -402,7 +404,9 @@ class ScheduleSpec(StrictModel):
 
 class EarlyStoppingSpec(StrictModel):
     patience: PositiveInt = Field(5, description="epochs without improvement before stopping")
-    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    monitor: Literal["val_loss", "val_accuracy"] = Field(
+        "val_loss", description="the metric watched"
+    )
     min_delta: NonNegativeFloat = Field(0.0, description="smallest change that counts as better")
     restore_best: bool = Field(
         True, description="end with a bitwise copy of the best epoch's weights and buffers"
@@ -422,7 +426,7 @@ class ClipSpec(StrictModel):
         "all gradients together (TF clip_by_global_norm, Keras global_clipnorm, PyTorch "
         "clip_grad_norm_)",
     )
-    threshold: PositiveFloat
+    threshold: PositiveFloat = Field(..., description="the bound (value or norm)")
 
 
 class MaxNormSpec(StrictModel):
@@ -455,13 +459,17 @@ class DiagnosticsSpec(StrictModel):
 
 
 class TrainSpec(StrictModel):
-    epochs: PositiveInt = 10
-    batch_size: PositiveInt = 32
+    epochs: PositiveInt = Field(10, description="passes over the training split")
+    batch_size: PositiveInt = Field(
+        32, description="training batch; the last, smaller batch of an epoch is kept"
+    )
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     schedule: ScheduleSpec | None = Field(
         None, description="learning-rate schedule; null = the optimizer's lr throughout"
     )
-    early_stopping: EarlyStoppingSpec | None = None
+    early_stopping: EarlyStoppingSpec | None = Field(
+        None, description="stop when the monitored metric stops improving; null = never"
+    )
     eval_batch_size: PositiveInt = Field(10_000, description="batch size for evaluation only")
     checkpoint_every: PositiveInt = Field(
         1, description="epochs between checkpoints (the last epoch and Ctrl-C always write one)"
@@ -506,7 +514,7 @@ class TrainSpec(StrictModel):
 
 
 class TransferSpec(StrictModel):
-    """Reuse a trained model's layers (seed §5, 5a, 5b). Layer names are the MLP's blocks:
+    """Reuse a trained model's layers (the book's §5, 5a, 5b). Layer names are the MLP's blocks:
     hidden1 … hiddenN, outputs; patterns are Python regular expressions matched whole."""
 
     source: str | None = Field(
@@ -560,7 +568,7 @@ class TransferSpec(StrictModel):
 
 
 class PretrainSpec(StrictModel):
-    """Unsupervised pretraining (seed §6): autoencoders on the training images, labels unused."""
+    """Unsupervised pretraining (the book's §6): autoencoders on the training images, no labels."""
 
     mode: Literal["greedy", "stack"] = Field(
         "greedy",
@@ -568,7 +576,7 @@ class PretrainSpec(StrictModel):
         "stack: every hidden layer at once with a mirrored decoder",
     )
     epochs: PositiveInt = Field(5, description="per hidden layer (greedy) or for the stack")
-    batch_size: PositiveInt = 128
+    batch_size: PositiveInt = Field(128, description="autoencoder training batch")
     optimizer: OptimizerSpec = Field(default_factory=lambda: OptimizerSpec(name="adam", lr=1e-3))
     images: PositiveInt | None = Field(
         None,
@@ -583,7 +591,9 @@ class Spec(StrictModel):
         pattern=NAME_PATTERN,
         description="run name: letters, digits, '.', '_' and '-' (default: file stem)",
     )
-    seed: NonNegativeInt = 42
+    seed: NonNegativeInt = Field(
+        42, description="weights, dropout and data order (the data order has its own generator)"
+    )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)

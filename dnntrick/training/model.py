@@ -1,4 +1,4 @@
-"""The MLP: blocks named hidden1, hidden2, ..., outputs (the seed's names, so transfer patterns
+"""The MLP: blocks named hidden1, hidden2, ..., outputs (the book's names, so transfer patterns
 such as `hidden[123]` select them), each a Dense layer with its activation.
 
 State-dict keys are `hidden1.weight`, `hidden1.bias`, ..., `outputs.weight`: a Dense block *is*

@@ -41,7 +41,7 @@ INITIALIZERS: dict[str, Initializer] = {
     "lecun_normal": _vs(1.0, "fan_in", "normal"),
     "normal": Initializer(
         "normal"
-    ),  # N(0, std²), std from the spec (default 1: the seed's counter-example)
+    ),  # N(0, std²), std from the spec (default 1: the book's counter-example)
     "orthogonal": Initializer("orthogonal"),
     "torch_default": Initializer("torch_default"),
     "auto": Initializer("auto"),

@@ -79,7 +79,7 @@ def optimizer_kwargs(spec: Any) -> tuple[str, dict[str, Any]]:
 
 
 # torch.optim classes with fused kernels on the CPU and CUDA (the whole update in one kernel; on
-# the CPU the seed's Adam step is ~1.4× faster than torch's default per-tensor loop, on CUDA it is
+# the CPU the book's Adam step is ~1.4× faster than torch's default per-tensor loop, on CUDA it is
 # one launch instead of dozens). The others get foreach (one kernel per operation over all
 # parameters). Fused and foreach results differ from the per-tensor loop's in the last bits only.
 FUSED = frozenset({"Adam", "AdamW", "SGD", "Adagrad"})

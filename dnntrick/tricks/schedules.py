@@ -44,7 +44,7 @@ class Args:
 
 
 def exponential(a: Args, c: Clock) -> float:
-    """lr0 · decay_rate^(t / period); `staircase` floors t / period (the seed: 0.1^(step/10000))."""
+    """lr0 · decay_rate^(t / period); `staircase` floors t / period (the book: 0.1^(step/10000))."""
     exponent = c.t(a.unit) / a.period
     return a.lr0 * a.decay_rate ** (math.floor(exponent) if a.staircase else exponent)
 
