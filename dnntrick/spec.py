@@ -28,6 +28,15 @@ from dnntrick.optimizers import OPTIMIZERS
 from dnntrick.schedules import SCHEDULES
 
 DATASETS = ("mnist", "fashion-mnist", "kmnist")
+OWN_DATASETS = ("arrays", "csv")  # the user's files: dnntrick/own_data.py
+OWN_FIELDS = {  # DataSpec field: (the datasets it applies to, their name in the error)
+    "root": (DATASETS, "the built-in sets"),
+    "path": (OWN_DATASETS, "own data (arrays, csv)"),
+    "test_size": (OWN_DATASETS, "own data (arrays, csv)"),
+    "n_classes": (OWN_DATASETS, "own data (arrays, csv)"),
+    "test_path": (("csv",), "csv"),
+    "label": (("csv",), "csv"),
+}
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
@@ -73,8 +82,25 @@ class AugmentSpec(StrictModel):
 
 
 class DataSpec(StrictModel):
-    dataset: Literal["mnist", "fashion-mnist", "kmnist"] = "fashion-mnist"
+    dataset: Literal["mnist", "fashion-mnist", "kmnist", "arrays", "csv"] = Field(
+        "fashion-mnist",
+        description="a built-in set, or your own: arrays (.npz or a folder of .npy), csv",
+    )
     root: str | None = Field(None, description="folder holding the IDX files; null = search")
+    path: str | None = Field(
+        None,
+        description="own data: an .npz (x_train, y_train[, x_test, y_test]), a folder of those "
+        "names as .npy files, or a .csv file; relative to the working directory",
+    )
+    test_path: str | None = Field(None, description="csv: a second .csv file, the test set")
+    label: str | None = Field(None, description="csv: the name of the label column")
+    test_size: PositiveInt | None = Field(
+        None,
+        description="own data without a test set: the last N training rows become the test set",
+    )
+    n_classes: PositiveInt | None = Field(
+        None, description="own data: number of classes K (labels 0..K-1); null = largest label + 1"
+    )
     val_size: NonNegativeInt = Field(5000, description="images held out from the training set")
     val_from: Literal["first", "last"] = Field(
         "last", description="where the validation images come from: 1st/2nd ed. first, 3rd ed. last"
@@ -89,10 +115,27 @@ class DataSpec(StrictModel):
     augment: AugmentSpec | None = Field(None, description="training-time augmentation; null = none")
 
     @model_validator(mode="after")
+    def _own_data_fields(self) -> DataSpec:
+        own = self.dataset in OWN_DATASETS
+        if own and self.path is None:
+            raise ValueError(f"dataset {self.dataset} needs data.path: the file to read")
+        if self.dataset == "csv" and self.label is None:
+            raise ValueError("dataset csv needs data.label: the name of the label column")
+        for key, (datasets, who) in OWN_FIELDS.items():
+            if getattr(self, key) is not None and self.dataset not in datasets:
+                raise ValueError(f"data.{key} applies to {who} only (dataset is {self.dataset})")
+        if self.test_path is not None and self.test_size is not None:
+            raise ValueError("data.test_size and data.test_path both give a test set; drop one")
+        if not own and self.classes is not None and max(self.classes) > 9:
+            raise ValueError("data.classes: labels run from 0 to 9")
+        return self
+
+    @model_validator(mode="after")
     def _flips_fit_the_data(self) -> DataSpec:
         from dnntrick.data import DATASETS as INFO
 
-        if self.augment and self.augment.flip and not INFO[self.dataset].flips_meaningful:
+        info = INFO.get(self.dataset)  # own data: flips are the user's call
+        if self.augment and self.augment.flip and info and not info.flips_meaningful:
             raise ValueError(
                 f"augment.flip is refused for {self.dataset}: a mirrored character is another "
                 "character or none; use shift and rotate"
@@ -107,8 +150,6 @@ class DataSpec(StrictModel):
                 raise ValueError("needs at least 2 classes")
             if len(set(value)) != len(value):
                 raise ValueError("lists a class twice")
-            if max(value) > 9:
-                raise ValueError("labels run from 0 to 9")
         return value
 
 
@@ -505,6 +546,18 @@ class TrainSpec(StrictModel):
         description="capture the whole training step (forward, backward, clip, optimizer step) "
         "in a CUDA graph and replay it; CUDA only, for small batches where launches dominate",
     )
+    log: list[Literal["csv", "tensorboard"]] = Field(
+        default_factory=list,
+        description="extra logs in the run directory: csv (metrics.csv), tensorboard "
+        "(tensorboard/ event files; needs the tensorboard package)",
+    )
+
+    @field_validator("log")
+    @classmethod
+    def _log_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("names a log twice")
+        return value
 
 
 class TransferSpec(StrictModel):
