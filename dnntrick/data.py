@@ -177,6 +177,8 @@ def read_idx(path: Path) -> np.ndarray:
 
 def load_arrays(name: str, root: str | None) -> dict[str, np.ndarray]:
     """The four decoded arrays of data set `name`, from the decoded cache when it is fresh."""
+    if name not in DATASETS:  # own data (arrays, csv) is read by own_data.py, not cached here
+        raise DataError(f"{name!r} is not a built-in data set ({', '.join(DATASETS)})")
     files = find_files(name, root)
     key = hashlib.sha256(
         repr(
@@ -248,6 +250,10 @@ def load_splits(
     `arrays` (the four decoded arrays) when given, else from `load_arrays`."""
     import torch
 
+    if spec.dataset not in DATASETS:  # the user's own files (dataset: arrays or csv)
+        from dnntrick.own_data import load_own_splits
+
+        return load_own_splits(spec, device)
     if arrays is None:
         arrays = load_arrays(spec.dataset, spec.root)
     images, labels = arrays["train_images"], arrays["train_labels"]
@@ -279,7 +285,8 @@ def load_splits(
         )
 
     def to_tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        xt = torch.from_numpy(np.array(x)).reshape(len(x), -1).to(device)  # copy: cache is mmap'd
+        features = int(np.prod(x.shape[1:]))  # not -1: val_size 0 makes an empty split
+        xt = torch.from_numpy(np.array(x)).reshape(len(x), features).to(device)  # a copy (mmap)
         yt = torch.from_numpy(y.astype(np.int64)).to(device)
         return xt.float().div_(255.0), yt
 

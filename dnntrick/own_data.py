@@ -1,0 +1,368 @@
+"""Your own data: an .npz, a folder of .npy files or a CSV file → the same `Splits` as the
+built-in sets (validation split, `classes`, `train_limit`, standardization alike).
+
+Forms (docs/data.md):
+- `dataset: arrays`, `path: data.npz` with the arrays x_train, y_train and optionally x_test,
+  y_test; or `path: folder/` holding x_train.npy, y_train.npy [, x_test.npy, y_test.npy].
+- `dataset: csv`, `path: train.csv`, `label: COLUMN`, optional `test_path: test.csv`: a header row
+  of column names, comma-separated numbers; every column but the label is a feature.
+
+x: [N, F] feature vectors, [N, H, W] images or [N, H, W, C]; flattened to [N, features]. uint8 is
+read as pixels and divided by 255 (as the built-in sets are); any other number type is used as
+it is. y: [N] integer class labels 0..K-1, K = data.n_classes or the largest label + 1. Every
+file is read with allow_pickle=False: an array of Python objects is refused, never unpickled.
+Every problem is a DataError (exit 2) naming the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from dnntrick.errors import DataError, UnsafeFileError
+
+if TYPE_CHECKING:
+    import torch
+
+    from dnntrick.data import Splits
+    from dnntrick.spec import DataSpec
+
+KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _suggest(word: str, choices: tuple[str, ...]) -> str:
+    from dnntrick.spec import suggest
+
+    return suggest(word, choices)
+
+
+def _np_load(path: Path, kind: str) -> object:
+    """np.load without pickles; an unreadable or mislabelled file is a one-line error."""
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as err:
+        if "pickle" in str(err):  # an object array, or not a numpy file at all (np.load's guess)
+            raise UnsafeFileError(
+                f"{path}: not a plain {kind} file (it would need unpickling, which dnntrick "
+                "never does); save numeric arrays with np.save/np.savez"
+            ) from None
+        raise DataError(f"{path}: not a readable {kind} file ({err})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path}: not a readable {kind} file ({err})") from None
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz archive: x_train, y_train and optionally x_test, y_test."""
+    archive = _np_load(path, ".npz")
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: an .npy array, not an .npz archive; save with np.savez")
+    with archive:
+        names = tuple(archive.files)
+        _check_keys(names, str(path))
+        try:
+            return {k: archive[k] for k in names}
+        except ValueError as err:  # an object array inside the archive
+            raise UnsafeFileError(
+                f"{path}: holds an array of Python objects ({err}); save numeric arrays"
+            ) from None
+        except (OSError, EOFError, zipfile.BadZipFile) as err:
+            raise DataError(f"{path}: a damaged .npz archive ({err})") from None
+
+
+def read_npy_folder(folder: Path) -> dict[str, np.ndarray]:
+    """x_train.npy, y_train.npy [, x_test.npy, y_test.npy] from `folder`."""
+    names = tuple(sorted(p.stem for p in folder.glob("*.npy")))
+    _check_keys(names, f"{folder}/", suffix=".npy")
+    arrays = {}
+    for name in names:
+        array = _np_load(folder / f"{name}.npy", ".npy")
+        if not isinstance(array, np.ndarray):
+            raise DataError(f"{folder / name}.npy: an .npz archive, not an .npy array")
+        arrays[name] = array
+    return arrays
+
+
+def _check_keys(names: tuple[str, ...], source: str, suffix: str = "") -> None:
+    for name in names:
+        if name not in KEYS:
+            raise DataError(
+                f"{source}: unknown array {name}{suffix}{_suggest(name.lower(), KEYS)} "
+                f"(expected x_train{suffix}, y_train{suffix} and optionally "
+                f"x_test{suffix}, y_test{suffix})"
+            )
+    for name in ("x_train", "y_train"):
+        if name not in names:
+            raise DataError(
+                f"{source}: no {name}{suffix} (it holds: {', '.join(sorted(names)) or 'none'})"
+            )
+    if ("x_test" in names) != ("y_test" in names):
+        raise DataError(f"{source}: x_test{suffix} and y_test{suffix} come together; give both")
+
+
+def read_csv(
+    path: Path, label: str, columns: list[str] | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(x [N, F] float64, y [N] float64, the column names of x) of a CSV file with a header row.
+    `columns`: the feature columns another file had, which this one must have too."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            header = next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not a readable text CSV file ({err})") from None
+    header = [name.strip() for name in header]
+    if not header:
+        raise DataError(f"{path}: empty file; a CSV needs a header row and data rows")
+    if all(_is_number(name) for name in header):
+        raise DataError(f"{path}: the first row holds numbers; it must be a header of column names")
+    if len(set(header)) != len(header):
+        twice = sorted({n for n in header if header.count(n) > 1})
+        raise DataError(f"{path}: the header names column(s) {', '.join(twice)} twice")
+    if label not in header:
+        raise DataError(
+            f"{path}: no label column {label!r}{_suggest(label, tuple(header))} (data.label; "
+            f"columns: {', '.join(header[:8])}{', …' if len(header) > 8 else ''})"
+        )
+    features = [n for n in header if n != label]
+    if columns is not None and sorted(features) != sorted(columns):
+        raise DataError(f"{path}: its columns differ from the training file's")
+    try:
+        with warnings.catch_warnings():  # "input contained no data": refused below as empty
+            warnings.simplefilter("ignore", UserWarning)
+            table = np.loadtxt(
+                path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2, encoding="utf-8"
+            )
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not a table of numbers ({err})") from None
+    if table.size == 0:
+        table = np.zeros((0, len(header)))
+    if table.shape[1] != len(header):
+        raise DataError(f"{path}: {table.shape[1]} values a row for {len(header)} columns")
+    order = [header.index(n) for n in (columns or features)]
+    return table[:, order], table[:, header.index(label)], features
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_own(spec: DataSpec) -> dict[str, np.ndarray]:
+    """The arrays in the spec's files: x_train, y_train and, when there is one, x_test, y_test."""
+    assert spec.path is not None  # the spec requires it for arrays and csv
+    path = Path(spec.path).expanduser()
+    if spec.dataset == "csv":
+        if path.suffix.lower() != ".csv":
+            raise DataError(f"data.path: {path} is not a .csv file (dataset: csv)")
+        x, y, columns = read_csv(path, spec.label or "")
+        arrays = {"x_train": x, "y_train": y}
+        if spec.test_path is not None:
+            test = Path(spec.test_path).expanduser()
+            arrays["x_test"], arrays["y_test"], _ = read_csv(test, spec.label or "", columns)
+        return arrays
+    if path.is_dir():
+        return read_npy_folder(path)
+    if not path.exists():
+        raise DataError(f"data.path: {path}: no such file or folder")
+    if path.suffix.lower() == ".npz":
+        return read_npz(path)
+    hint = {".npy": "a folder of x_train.npy, y_train.npy …", ".csv": "dataset: csv"}
+    raise DataError(
+        f"data.path: {path}: dataset arrays reads an .npz file or a folder of .npy files"
+        + (f" (use {hint[path.suffix.lower()]})" if path.suffix.lower() in hint else "")
+    )
+
+
+def check_pair(x: np.ndarray, y: np.ndarray, split: str, source: str) -> tuple[np.ndarray, ...]:
+    """(x as float32 or uint8, y as int64) after checking their shapes, types and values."""
+    x, y = np.asarray(x), np.asarray(y)
+    where = f"{source}: {split}"
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{where}: x_{split} must hold numbers (dtype {x.dtype})")
+    if x.ndim not in (2, 3, 4):
+        raise DataError(
+            f"{where}: x_{split} has shape {list(x.shape)}; expected [N, features], "
+            "[N, H, W] or [N, H, W, C]"
+        )
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DataError(
+            f"{where}: y_{split} has shape {list(y.shape)}; expected [N] class labels "
+            "(one-hot labels: take their argmax)"
+        )
+    if len(x) != len(y):
+        raise DataError(f"{where}: {len(x)} rows in x_{split} but {len(y)} labels in y_{split}")
+    if len(x) == 0:
+        raise DataError(f"{where}: the {split} split is empty (0 rows)")
+    if y.dtype.kind not in "iuf" or (y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0)):
+        bad = "" if y.dtype.kind != "f" else f", e.g. {float(y[np.mod(y, 1) != 0][0])!r}"
+        raise DataError(f"{where}: y_{split} must hold integer class labels (dtype {y.dtype}{bad})")
+    y = y.astype(np.int64)
+    if (low := int(y.min())) < 0:
+        raise DataError(f"{where}: y_{split} has a negative label ({low}); labels run 0..K-1")
+    if x.dtype != np.uint8:
+        with np.errstate(over="ignore"):  # float64 beyond float32's range: inf, refused below
+            x = np.array(x, dtype=np.float32, order="C")  # a copy: the caller keeps its own
+        finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if not finite.all():
+            raise DataError(
+                f"{where}: x_{split} has NaN or infinite values (first in row "
+                f"{int(np.argmin(finite))}, of {int((~finite).sum())} rows)"
+            )
+    return x, y
+
+
+def splits_from_arrays(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray | None = None,
+    y_test: np.ndarray | None = None,
+    spec: DataSpec | None = None,
+    device: torch.device | str = "cpu",
+    source: str = "data",
+) -> Splits:
+    """Train/validation/test splits of in-memory arrays, as the built-in sets get them from
+    `data.load_splits`: the spec's test_size (when there is no x_test), val_size, val_from,
+    classes, train_limit, standardize and augment apply (its dataset and path fields do not).
+    `source` names the data in error messages. Raises DataError on any bad array."""
+    from dnntrick.spec import DataSpec
+
+    spec = spec or DataSpec.model_construct(val_size=0)
+    x, y = check_pair(x_train, y_train, "train", source)
+    if (x_test is None) != (y_test is None):
+        raise DataError(f"{source}: x_test and y_test come together; give both")
+    if x_test is not None and y_test is not None:
+        if spec.test_size is not None:
+            raise DataError(f"{source}: has a test set, so data.test_size must not be set")
+        xt, yt = check_pair(x_test, y_test, "test", source)
+        if xt.shape[1:] != x.shape[1:]:
+            raise DataError(
+                f"{source}: x_test rows have shape {list(xt.shape[1:])}, x_train rows "
+                f"{list(x.shape[1:])}"
+            )
+    elif spec.test_size is not None:
+        if spec.test_size >= len(x):
+            raise DataError(
+                f"data.test_size: {spec.test_size} leaves no training rows ({source} has "
+                f"{len(x)}); use a smaller value"
+            )
+        cut = len(x) - spec.test_size
+        x, xt, y, yt = x[:cut], x[cut:], y[:cut], y[cut:]
+    else:
+        raise DataError(
+            f"{source}: no test set; add x_test and y_test (csv: data.test_path), or set "
+            "data.test_size: N to hold out the last N rows"
+        )
+    top = int(max(y.max(), yt.max()))
+    k = spec.n_classes if spec.n_classes is not None else top + 1
+    if top >= k:
+        raise DataError(f"{source}: label {top} is out of range for data.n_classes: {k}")
+    if k < 2:
+        raise DataError(f"{source}: every label is 0; a classifier needs at least 2 classes")
+    if spec.augment is not None:
+        _check_augmentable(x.shape, source)
+    return _split(x, y, xt, yt, tuple(str(c) for c in range(k)), spec, device, source)
+
+
+def _check_augmentable(shape: tuple[int, ...], source: str) -> None:
+    if len(shape) == 2:
+        raise DataError(
+            f"data.augment: {source} holds flat feature vectors [N, {shape[1]}], not images; "
+            "augmentation shifts, rotates and flips images. Set data.augment: null"
+        )
+    side = shape[1:3]
+    if side[0] != side[1] or (len(shape) == 4 and shape[3] != 1):
+        raise DataError(
+            f"data.augment: needs square one-channel images [N, S, S] (got {list(shape[1:])} "
+            f"in {source}); set data.augment: null"
+        )
+
+
+def _split(
+    x: np.ndarray,
+    y: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    classes: tuple[str, ...],
+    spec: DataSpec,
+    device: torch.device | str,
+    source: str,
+) -> Splits:
+    """data.load_splits' recipe (same order of cuts, same scaling, same statistics)."""
+    import torch
+
+    from dnntrick.data import Splits
+
+    if spec.val_size >= len(x):
+        raise DataError(
+            f"data.val_size: {spec.val_size} leaves no training rows ({source} has {len(x)} for "
+            "training and validation); use a smaller value"
+        )
+    n_val = spec.val_size
+    if spec.val_from == "first":
+        val, train = slice(0, n_val), slice(n_val, None)
+    else:
+        val, train = slice(len(x) - n_val, None), slice(0, len(x) - n_val)
+    parts = {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": (x_test, y_test)}
+    if spec.classes is not None:
+        if (big := max(spec.classes)) >= len(classes):
+            raise DataError(
+                f"data.classes: {big} is not a label of {source} (0..{len(classes) - 1})"
+            )
+        mapping = np.full(len(classes), -1, dtype=np.int64)
+        mapping[spec.classes] = np.arange(len(spec.classes))
+        parts = {
+            k: (xs[mapping[ys] >= 0], mapping[ys][mapping[ys] >= 0])
+            for k, (xs, ys) in parts.items()
+        }
+        classes = tuple(classes[c] for c in spec.classes)
+    if spec.train_limit is not None:
+        xs, ys = parts["train"]
+        parts["train"] = (xs[: spec.train_limit], ys[: spec.train_limit])
+    for name, (xs, _) in parts.items():
+        if len(xs) == 0 and (name != "val" or n_val):
+            raise DataError(
+                f"{source}: no {name} rows left after data.classes/train_limit; check them"
+            )
+
+    def to_tensors(xs: np.ndarray, ys: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        features = int(np.prod(xs.shape[1:]))  # not -1: val_size 0 makes an empty split
+        xt = torch.from_numpy(np.array(xs, order="C")).reshape(len(xs), features).to(device)
+        yt = torch.from_numpy(ys.astype(np.int64)).to(device)
+        return (xt.float().div_(255.0) if xs.dtype == np.uint8 else xt), yt
+
+    tensors = {k: to_tensors(xs, ys) for k, (xs, ys) in parts.items()}
+    mean = std = None
+    if spec.standardize:
+        train_x = tensors["train"][0]
+        mean = train_x.mean(dim=0, keepdim=True)
+        std = train_x.std(dim=0, keepdim=True) + 1e-10  # as data.load_splits
+        for xt, _ in tensors.values():
+            xt.sub_(mean).div_(std)
+    return Splits(
+        *tensors["train"],
+        *tensors["val"],
+        *tensors["test"],
+        classes,
+        pixel_mean=mean,
+        pixel_std=std,
+    )
+
+
+def load_own_splits(spec: DataSpec, device: torch.device | str = "cpu") -> Splits:
+    """The splits of `spec.path` (dataset arrays or csv): data.load_splits' own-data branch."""
+    arrays = read_own(spec)
+    source = str(spec.path)
+    return splits_from_arrays(**arrays, spec=spec, device=device, source=source)
