@@ -24,6 +24,7 @@ from dnntrick.data import Splits, load_splits
 from dnntrick.diagnostics import Recorder
 from dnntrick.errors import DivergedError, UsageError
 from dnntrick.guard import set_determinism, signals_caught
+from dnntrick.logs import RunLogs
 from dnntrick.loop import evaluate, fit
 from dnntrick.model import build_model, count_parameters
 from dnntrick.optimizers import build_optimizer
@@ -139,6 +140,7 @@ def run_spec(
         spec.data.augment, data.in_features, spec.seed, device, data.pixel_mean, data.pixel_std
     )
 
+    logs = RunLogs(spec.train.log if distributed.is_main() else [])  # no tensorboard: fails here
     if loaded is None:
         run = distributed.main_run_dir(lambda: make_run_dir(out, spec.name))  # rank 0's
         run.write_spec(spec_yaml, source, overrides)
@@ -146,6 +148,7 @@ def run_spec(
         run = distributed.main_run_dir(lambda: Path(resume or "."))
         run.restore_metrics(loaded.state["result"]["history"])
         reporter.message(f"resuming {loaded.path} ({loaded.describe()})")
+    logs.open(run.path, run.rows)  # metrics.csv, tensorboard/ (train.log), from the same rows
     parameters = count_parameters(model)
     tricks = describe(spec)
     reporter.start(
@@ -174,6 +177,7 @@ def run_spec(
         if recorder is not None:
             row["diagnostics"] = recorder.flush()  # one host read per epoch
         run.append_metrics(row)
+        logs.epoch(row)
         if prepared.after_epoch is not None:
             prepared.after_epoch(row["epoch"], optimizer)
 
@@ -245,5 +249,6 @@ def run_spec(
     if loaded is not None and loaded.state["spec"] != spec_yaml:  # --force with changes
         run.write_spec(spec_yaml, source, overrides)
     run.write_summary(summary)
+    logs.close(summary)
     reporter.finish(summary)
     return RunResult(summary, fitted.history, run.path, model)
