@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,7 @@ class RunLogs:
     """The logs a run asked for. Created before the run directory (a missing package fails
     there, leaving nothing behind), opened on it, fed each epoch's row, closed with the summary."""
 
-    def __init__(self, kinds: list[str] | tuple[str, ...]):
+    def __init__(self, kinds: Sequence[str]):
         self.kinds = tuple(kinds)
         self.writer_class = summary_writer_class() if "tensorboard" in self.kinds else None
         self.path: Path | None = None
