@@ -16,6 +16,8 @@ from typing import Any
 
 from dnntrick.errors import UsageError, WriteError
 
+STOPPED = "stopped.json"  # {"status": "interrupted" | "diverged", "message", "time"}
+
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old file or the new one, never a mix.
@@ -81,10 +83,16 @@ class RunDir:
         atomic_write(self.path / "metrics.jsonl", text.encode())
 
     def restore_metrics(self, rows: list[dict[str, Any]]) -> None:
-        """Start from a checkpoint's rows (later rows, from after that checkpoint, are dropped)."""
+        """Start from a checkpoint's rows (later rows, from after that checkpoint, are dropped);
+        the run goes on, so an earlier stop's record goes."""
         self.rows = list(rows)
         text = "".join(json.dumps(r) + "\n" for r in self.rows)
         atomic_write(self.path / "metrics.jsonl", text.encode())
+        (self.path / STOPPED).unlink(missing_ok=True)
+
+    def write_stopped(self, status: str, message: str) -> None:
+        """Record why training stopped early (interrupted, diverged): read by `dnntrick runs`."""
+        write_json(self.path / STOPPED, {"status": status, "message": message, "time": time.time()})
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json(self.path / "summary.json", summary)

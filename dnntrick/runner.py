@@ -22,7 +22,7 @@ from dnntrick.checkpoint import FOLDER, Checkpointer, open_resume
 from dnntrick.config import dump_spec
 from dnntrick.data import Splits, load_splits
 from dnntrick.diagnostics import Recorder
-from dnntrick.errors import DivergedError, UsageError
+from dnntrick.errors import DivergedError, Interrupted, UsageError
 from dnntrick.guard import set_determinism, signals_caught
 from dnntrick.logs import RunLogs
 from dnntrick.loop import evaluate, fit
@@ -201,9 +201,13 @@ def run_spec(
                 resume=loaded,
                 augment=augment,
             )
-    except DivergedError:
+    except DivergedError as err:
+        run.write_stopped("diverged", str(err))  # for `dnntrick runs`
         if recorder is not None:  # the per-layer verdicts explain the divergence
             recorder.finish(spec, reporter)
+        raise
+    except Interrupted as err:
+        run.write_stopped("interrupted", str(err))
         raise
     diagnosis = recorder.finish(spec, reporter) if recorder is not None else None  # unhooks
     test = prepared.data
