@@ -35,9 +35,20 @@ def _register() -> None:
     if _registered:
         return
     _registered = True
-    from dnntrick.cli import check, compare, data, diagnose, lr_find, pretrain, train, transfer
+    from dnntrick.cli import (
+        check,
+        compare,
+        data,
+        diagnose,
+        lr_find,
+        pretrain,
+        runs,
+        show,
+        train,
+        transfer,
+    )
 
-    for module in (train, transfer, pretrain, check, compare, diagnose, lr_find):
+    for module in (train, transfer, pretrain, check, compare, diagnose, lr_find, runs, show):
         module.register(app)
     app.add_typer(data.app, name="data")
 
