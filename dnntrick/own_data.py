@@ -42,16 +42,29 @@ def _suggest(word: str, choices: tuple[str, ...]) -> str:
 
 
 def _np_load(path: Path, kind: str) -> object:
-    """np.load without pickles; an unreadable or mislabelled file is a one-line error."""
+    """np.load without pickles, after a look at the file's first bytes; an unreadable,
+    mislabelled or pickled file is a one-line error."""
     if not path.exists():
         raise DataError(f"{path}: no such file")
     try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError as err:
+        raise DataError(f"{path}: cannot read it ({err.strerror})") from None
+    if head.startswith(b"\x80"):  # pickle protocols 2-5 open with the PROTO opcode
+        raise UnsafeFileError(
+            f"{path}: a Python pickle, not a {kind} file; dnntrick never unpickles "
+            "(save numeric arrays with np.save or np.savez)"
+        )
+    if not head.startswith((b"PK\x03\x04", b"\x93NUMPY")):  # an .npz is a zip archive
+        raise DataError(f"{path}: not a {kind} file (it does not start as numpy's files do)")
+    try:
         return np.load(path, allow_pickle=False)
     except ValueError as err:
-        if "pickle" in str(err):  # an object array, or not a numpy file at all (np.load's guess)
+        if "pickle" in str(err):  # an array of Python objects
             raise UnsafeFileError(
-                f"{path}: not a plain {kind} file (it would need unpickling, which dnntrick "
-                "never does); save numeric arrays with np.save/np.savez"
+                f"{path}: holds an array of Python objects, which would need unpickling; "
+                "dnntrick never unpickles (save numeric arrays)"
             ) from None
         raise DataError(f"{path}: not a readable {kind} file ({err})") from None
     except (OSError, EOFError, zipfile.BadZipFile) as err:

@@ -276,7 +276,11 @@ def bad_file(tmp_path: Path, case: str) -> tuple[Path, str]:
     if case == "text named .npz":
         path = tmp_path / "d.npz"
         path.write_text("x_train,y_train\n1,2\n")
-        return path, "not a plain .npz file (it would need unpickling, which dnntrick never does)"
+        return path, "d.npz: not a .npz file (it does not start as numpy's files do)"
+    if case == "pickle named .npz":
+        path = tmp_path / "d.npz"
+        path.write_bytes(pickle.dumps({"x_train": X, "y_train": Y}))
+        return path, "d.npz: a Python pickle, not a .npz file; dnntrick never unpickles"
     if case == "npy named .npz":
         path = tmp_path / "d.npz"
         with open(path, "wb") as handle:
@@ -296,13 +300,13 @@ def bad_file(tmp_path: Path, case: str) -> tuple[Path, str]:
         folder.mkdir()
         np.save(folder / "y_train.npy", Y)
         (folder / "x_train.npy").write_bytes(pickle.dumps(X))
-        return folder, "x_train.npy: not a plain .npy file (it would need unpickling"
+        return folder, "x_train.npy: a Python pickle, not a .npy file; dnntrick never unpickles"
     if case == "object array in npy":
         folder = tmp_path / "npy"
         folder.mkdir()
         np.save(folder / "y_train.npy", Y)
         np.save(folder / "x_train.npy", np.array([object()] * 40), allow_pickle=True)
-        return folder, "x_train.npy: not a plain .npy file"
+        return folder, "x_train.npy: holds an array of Python objects, which would need unpickling"
     if case == "npz named .npy":
         folder = tmp_path / "npy"
         folder.mkdir()
@@ -328,6 +332,7 @@ def bad_file(tmp_path: Path, case: str) -> tuple[Path, str]:
 
 FILE_CASES = [
     "text named .npz",
+    "pickle named .npz",
     "npy named .npz",
     "truncated npz",
     "object array in npz",
@@ -478,3 +483,34 @@ def test_check_validates_own_data_specs_without_torch_or_the_file(tmp_path: Path
         cwd=Path(__file__).parent.parent,
     )
     assert "dataset csv needs data.label" in done.stderr and "NO-TORCH 2" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("{dataset: arrays}", "data: dataset arrays needs data.path: the file to read"),
+        ("{dataset: csv, path: a.csv}", "data: dataset csv needs data.label"),
+        ("{dataset: arrays, path: a.npz, label: y}", "data.label applies to csv only"),
+        ("{dataset: arrays, path: a.npz, root: r}", "data.root applies to the built-in sets only"),
+        ("{path: a.npz}", "data.path applies to own data (arrays, csv) only"),
+        ("{n_classes: 3}", "data.n_classes applies to own data (arrays, csv) only"),
+        (
+            "{dataset: csv, path: a.csv, label: y, test_path: b.csv, test_size: 5}",
+            "data.test_size and data.test_path both give a test set; drop one",
+        ),
+        ("{classes: [0, 12]}", "data.classes: labels run from 0 to 9"),
+        (
+            "{dataset: arrays, path: a.npz, n_classes: 0}",
+            "data.n_classes: input should be greater than 0",
+        ),
+    ],
+)
+def test_own_data_spec_errors(cli, tmp_path: Path, data: str, message: str):
+    code, out, err = cli("check", str(write_spec(tmp_path, f"data: {data}\n")))
+    assert code == 2 and out == "" and message in err, err
+
+
+def test_own_data_labels_may_pass_9(cli, tmp_path: Path):
+    path = write_spec(tmp_path, "data: {dataset: arrays, path: a.npz, classes: [3, 12]}\n")
+    code, out, _ = cli("check", str(path))
+    assert code == 0 and "- 12" in out
