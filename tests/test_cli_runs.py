@@ -3,8 +3,11 @@ changes from the defaults, learning curves; files only, no torch."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,18 +27,23 @@ train: {{epochs: 3, batch_size: 50, optimizer: {{name: adam, lr: 0.003}}}}
 """
 
 
-def train(cli, tmp_path: Path, root: Path, name: str, *extra: str) -> tuple[int, Path]:
-    """Train into tmp_path/runs and rename the run directory to a fixed start time."""
-    out = tmp_path / "runs"
+def train(out: Path, root: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Train into `out` (errors are the run's outcome, kept) and return the run directory."""
+    from dnntrick.config import load_spec
+    from dnntrick.errors import DnntrickError
+    from dnntrick.runner import run_spec
+
     before = set(out.iterdir()) if out.exists() else set()
-    spec = write_spec(tmp_path, SPEC.format(name=name, root=root), f"{name}.yaml")
-    code, _, _ = cli("train", str(spec), "--out", str(out), "-q", *extra)
+    spec = load_spec(write_spec(out.parent, SPEC.format(name=name, root=root), f"{name}.yaml"))
+    with contextlib.suppress(DnntrickError):
+        run_spec(spec, out=out)
+    monkeypatch.undo()
     [run_dir] = set(out.iterdir()) - before
-    return code, run_dir
+    return run_dir
 
 
-def nan_loss(monkeypatch, after: int) -> None:
-    """Training losses turn NaN after `after` steps."""
+def fail_at(monkeypatch: pytest.MonkeyPatch, step: int, how: str) -> None:
+    """From training step `step` on, the loss is NaN (how="nan"), or SIGINT arrives ("sigint")."""
     real = torch.nn.functional.cross_entropy
     steps = 0
 
@@ -43,50 +51,39 @@ def nan_loss(monkeypatch, after: int) -> None:
         nonlocal steps
         steps += torch.is_grad_enabled()
         loss = real(*args, **kwargs)
-        return loss * float("nan") if steps > after else loss
-
-    monkeypatch.setattr(torch.nn.functional, "cross_entropy", hooked)
-
-
-def interrupt(monkeypatch, after: int) -> None:
-    import os
-    import signal
-
-    real = torch.nn.functional.cross_entropy
-    steps = 0
-
-    def hooked(*args, **kwargs):
-        nonlocal steps
-        steps += torch.is_grad_enabled()
-        if steps == after:
+        if steps == step and how == "sigint":
             os.kill(os.getpid(), signal.SIGINT)
-        return real(*args, **kwargs)
+        return loss * float("nan") if steps >= step and how == "nan" else loss
 
     monkeypatch.setattr(torch.nn.functional, "cross_entropy", hooked)
 
 
-@pytest.fixture
-def runs_dir(cli, monkeypatch, tmp_path: Path, tiny_root: Path) -> Path:
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, tiny_root: Path) -> Path:
     """runs/ with a finished, an interrupted, a diverged and a killed run, and two strays."""
-    code, done = train(cli, tmp_path, tiny_root, "done")
-    assert code == 0
+    out = tmp_path_factory.mktemp("built") / "runs"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("DNNTRICK_CACHE", str(tmp_path_factory.mktemp("cache")))
+        done = train(out, tiny_root, "done", monkeypatch)
+        fail_at(monkeypatch, 15, "sigint")  # in epoch 2 (10 steps an epoch)
+        stopped = train(out, tiny_root, "stopped", monkeypatch)
+        fail_at(monkeypatch, 13, "nan")
+        diverged = train(out, tiny_root, "bad", monkeypatch)
     done = done.rename(done.with_name("done-20260101-120000"))
-    interrupt(monkeypatch, after=15)  # in epoch 2 (10 steps an epoch)
-    code, stopped = train(cli, tmp_path, tiny_root, "stopped")
-    monkeypatch.undo()
-    assert code == 130
     stopped.rename(stopped.with_name("stopped-20260102-120000"))
-    nan_loss(monkeypatch, after=12)
-    code, diverged = train(cli, tmp_path, tiny_root, "bad")
-    monkeypatch.undo()
-    assert code == 3
     diverged.rename(diverged.with_name("bad-20251231-235959"))
     killed = done.with_name("killed-20260103-080000")  # a process that died without a word
     shutil.copytree(done, killed)
     (killed / "summary.json").unlink()
-    (tmp_path / "runs" / "notes").mkdir()  # not a run directory: skipped
-    (tmp_path / "runs" / "README.txt").write_text("hello")
-    return tmp_path / "runs"
+    (out / "notes").mkdir()  # not a run directory: skipped
+    (out / "README.txt").write_text("hello")
+    return out
+
+
+@pytest.fixture
+def runs_dir(built: Path, tmp_path: Path) -> Path:
+    """A copy of `built` that a test may change."""
+    return Path(shutil.copytree(built, tmp_path / "runs"))
 
 
 def test_runs_lists_newest_first_with_status(cli, runs_dir: Path):
