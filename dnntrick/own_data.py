@@ -17,6 +17,7 @@ Every problem is a DataError (exit 2) naming the file.
 from __future__ import annotations
 
 import csv
+import hashlib
 import warnings
 import zipfile
 from pathlib import Path
@@ -379,3 +380,25 @@ def load_own_splits(spec: DataSpec, device: torch.device | str = "cpu") -> Split
     arrays = read_own(spec)
     source = str(spec.path)
     return splits_from_arrays(**arrays, spec=spec, device=device, source=source)
+
+
+def provenance(spec: DataSpec) -> dict[str, object]:
+    """summary.json's record of the own-data files a run read ({} for the built-in sets):
+    {"data_files": [{"path": absolute path, "bytes": size, "sha256": hex digest}, ...]}."""
+    if spec.path is None:
+        return {}
+    path = Path(spec.path).expanduser()
+    files = sorted(path.glob("*.npy")) if path.is_dir() else [path]
+    files += [Path(spec.test_path).expanduser()] if spec.test_path else []
+    records = []
+    for file in files:
+        with open(file, "rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256")
+        records.append(
+            {
+                "path": str(file.resolve()),
+                "bytes": file.stat().st_size,
+                "sha256": digest.hexdigest(),
+            }
+        )
+    return {"data_files": records}

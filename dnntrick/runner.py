@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dnntrick import distributed
+from dnntrick import distributed, own_data
 from dnntrick.augment import build_augmenter
 from dnntrick.checkpoint import FOLDER, Checkpointer, open_resume
 from dnntrick.config import dump_spec
@@ -218,6 +218,7 @@ def run_spec(
     summary = {
         "name": spec.name,
         "dataset": spec.data.dataset,
+        **own_data.provenance(spec.data),  # own data: each file's path, size and sha256
         "test_accuracy": test_accuracy,
         "test_loss": test_loss,
         "best_val_accuracy": fitted.best_val_accuracy,

@@ -439,6 +439,14 @@ def test_train_on_an_npz_end_to_end(cli, tmp_path: Path, tiny):
     assert summary["dataset"] == "arrays" and summary["epochs_run"] == 2
     assert summary["test_accuracy"] > 0.5  # 10 classes; the bars make them easy
     assert "arrays 500/100/200" in err
+    import hashlib
+
+    [record] = summary["data_files"]  # provenance: which bytes the run read
+    assert record == {
+        "path": str(path.resolve()),
+        "bytes": path.stat().st_size,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
 
 
 def test_a_bad_file_exits_2_with_one_line_and_no_run_dir(cli, tmp_path: Path):
