@@ -11,7 +11,7 @@ x: [N, F] feature vectors, [N, H, W] images or [N, H, W, C]; flattened to [N, fe
 read as pixels and divided by 255 (as the built-in sets are); any other number type is used as
 it is. y: [N] integer class labels 0..K-1, K = data.n_classes or the largest label + 1. Every
 file is read with allow_pickle=False: an array of Python objects is refused, never unpickled.
-Every problem is a DataError (exit 2) naming the file.
+Every problem is a DataError (an unsafe file: UnsafeFileError), exit 2, one line naming the file.
 """
 
 from __future__ import annotations
@@ -42,6 +42,11 @@ def _suggest(word: str, choices: tuple[str, ...]) -> str:
     return suggest(word, choices)
 
 
+def _reason(err: BaseException) -> str:
+    """An exception's message on one line (the CLI prints errors on one line)."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def _np_load(path: Path, kind: str) -> object:
     """np.load without pickles, after a look at the file's first bytes; an unreadable,
     mislabelled or pickled file is a one-line error."""
@@ -67,9 +72,9 @@ def _np_load(path: Path, kind: str) -> object:
                 f"{path}: holds an array of Python objects, which would need unpickling; "
                 "dnntrick never unpickles (save numeric arrays)"
             ) from None
-        raise DataError(f"{path}: not a readable {kind} file ({err})") from None
+        raise DataError(f"{path}: not a readable {kind} file ({_reason(err)})") from None
     except (OSError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"{path}: not a readable {kind} file ({err})") from None
+        raise DataError(f"{path}: not a readable {kind} file ({_reason(err)})") from None
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -84,10 +89,10 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
             return {k: archive[k] for k in names}
         except ValueError as err:  # an object array inside the archive
             raise UnsafeFileError(
-                f"{path}: holds an array of Python objects ({err}); save numeric arrays"
+                f"{path}: holds an array of Python objects ({_reason(err)}); save numeric arrays"
             ) from None
         except (OSError, EOFError, zipfile.BadZipFile) as err:
-            raise DataError(f"{path}: a damaged .npz archive ({err})") from None
+            raise DataError(f"{path}: a damaged .npz archive ({_reason(err)})") from None
 
 
 def read_npy_folder(folder: Path) -> dict[str, np.ndarray]:
@@ -128,10 +133,10 @@ def read_csv(
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
+        with open(path, encoding="utf-8-sig", newline="") as handle:  # -sig: Excel's BOM
             header = next(csv.reader(handle), [])
     except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: not a readable text CSV file ({err})") from None
+        raise DataError(f"{path}: not a readable text CSV file ({_reason(err)})") from None
     header = [name.strip() for name in header]
     if not header:
         raise DataError(f"{path}: empty file; a CSV needs a header row and data rows")
@@ -155,7 +160,7 @@ def read_csv(
                 path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2, encoding="utf-8"
             )
     except (ValueError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: not a table of numbers ({err})") from None
+        raise DataError(f"{path}: not a table of numbers ({_reason(err)})") from None
     if table.size == 0:
         table = np.zeros((0, len(header)))
     if table.shape[1] != len(header):

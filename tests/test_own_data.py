@@ -522,3 +522,12 @@ def test_own_data_labels_may_pass_9(cli, tmp_path: Path):
     path = write_spec(tmp_path, "data: {dataset: arrays, path: a.npz, classes: [3, 12]}\n")
     code, out, _ = cli("check", str(path))
     assert code == 0 and "- 12" in out
+
+
+def test_csv_with_excels_byte_order_mark(tmp_path: Path):
+    path = write_csv(tmp_path / "d.csv", X, Y, order=[6, 0, 1, 2, 3, 4, 5])  # label first
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    spec = DataSpec(dataset="csv", path=str(path), label="label", val_size=0, test_size=10)
+    splits = load_splits(spec)
+    assert torch.equal(splits.y_train, torch.from_numpy(Y[:30]))
+    assert torch.equal(splits.x_train, torch.from_numpy(X[:30]))
