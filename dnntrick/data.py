@@ -250,10 +250,10 @@ def load_splits(
     `arrays` (the four decoded arrays) when given, else from `load_arrays`."""
     import torch
 
-    if spec.dataset not in DATASETS:  # the user's own files (dataset: arrays or csv)
+    if spec.dataset not in DATASETS:  # own data (arrays, csv): its files, or `arrays` x_train…
         from dnntrick.own_data import load_own_splits
 
-        return load_own_splits(spec, device)
+        return load_own_splits(spec, device, arrays)
     if arrays is None:
         arrays = load_arrays(spec.dataset, spec.root)
     images, labels = arrays["train_images"], arrays["train_labels"]

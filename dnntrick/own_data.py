@@ -380,10 +380,13 @@ def _split(
     )
 
 
-def load_own_splits(spec: DataSpec, device: torch.device | str = "cpu") -> Splits:
-    """The splits of `spec.path` (dataset arrays or csv): data.load_splits' own-data branch."""
-    arrays = read_own(spec)
-    source = str(spec.path)
+def load_own_splits(
+    spec: DataSpec, device: torch.device | str = "cpu", arrays: dict[str, np.ndarray] | None = None
+) -> Splits:
+    """The splits of `spec.path` (dataset arrays or csv), or of `arrays` (x_train, y_train
+    [, x_test, y_test]) when given: data.load_splits' own-data branch."""
+    source = str(spec.path) if arrays is None else "the arrays given"
+    arrays = read_own(spec) if arrays is None else arrays
     return splits_from_arrays(**arrays, spec=spec, device=device, source=source)
 
 
@@ -395,15 +398,13 @@ def provenance(spec: DataSpec) -> dict[str, object]:
     path = Path(spec.path).expanduser()
     files = sorted(path.glob("*.npy")) if path.is_dir() else [path]
     files += [Path(spec.test_path).expanduser()] if spec.test_path else []
-    records = []
+    records: list[dict[str, object]] = []
     for file in files:
-        with open(file, "rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256")
-        records.append(
-            {
-                "path": str(file.resolve()),
-                "bytes": file.stat().st_size,
-                "sha256": digest.hexdigest(),
-            }
-        )
+        try:
+            with open(file, "rb") as handle:
+                sha256: str | None = hashlib.file_digest(handle, "sha256").hexdigest()
+            size: int | None = file.stat().st_size
+        except OSError:  # gone since it was read: the record says so, the run still finishes
+            sha256 = size = None
+        records.append({"path": str(file.resolve()), "bytes": size, "sha256": sha256})
     return {"data_files": records}

@@ -531,3 +531,12 @@ def test_csv_with_excels_byte_order_mark(tmp_path: Path):
     splits = load_splits(spec)
     assert torch.equal(splits.y_train, torch.from_numpy(Y[:30]))
     assert torch.equal(splits.x_train, torch.from_numpy(X[:30]))
+
+
+def test_load_splits_takes_own_arrays_in_memory(tmp_path: Path):
+    """The hook for dnntrick.train(spec, data=...): the arrays, not the spec's file."""
+    spec = DataSpec(dataset="arrays", path="unused.npz", val_size=5, test_size=5)
+    splits = load_splits(spec, arrays={"x_train": X, "y_train": Y})
+    assert (len(splits.x_train), len(splits.x_val), len(splits.x_test)) == (30, 5, 5)
+    with pytest.raises(DataError, match=r"^the arrays given: train: 40 rows in x_train but 3"):
+        load_splits(spec, arrays={"x_train": X, "y_train": Y[:3]})
