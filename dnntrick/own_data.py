@@ -206,7 +206,7 @@ def read_own(spec: DataSpec) -> dict[str, np.ndarray]:
 def check_pair(x: np.ndarray, y: np.ndarray, split: str, source: str) -> tuple[np.ndarray, ...]:
     """(x as float32 or uint8, y as int64) after checking their shapes, types and values."""
     x, y = np.asarray(x), np.asarray(y)
-    where = f"{source}: {split}"
+    where = source
     if x.dtype.kind not in "biuf":
         raise DataError(f"{where}: x_{split} must hold numbers (dtype {x.dtype})")
     if x.ndim not in (2, 3, 4):

@@ -538,5 +538,5 @@ def test_load_splits_takes_own_arrays_in_memory(tmp_path: Path):
     spec = DataSpec(dataset="arrays", path="unused.npz", val_size=5, test_size=5)
     splits = load_splits(spec, arrays={"x_train": X, "y_train": Y})
     assert (len(splits.x_train), len(splits.x_val), len(splits.x_test)) == (30, 5, 5)
-    with pytest.raises(DataError, match=r"^the arrays given: train: 40 rows in x_train but 3"):
+    with pytest.raises(DataError, match=r"^the arrays given: 40 rows in x_train but 3 labels in y_train$"):
         load_splits(spec, arrays={"x_train": X, "y_train": Y[:3]})
