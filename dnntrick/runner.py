@@ -203,11 +203,13 @@ def run_spec(
             )
     except DivergedError as err:
         run.write_stopped("diverged", str(err))  # for `dnntrick runs`
+        logs.close()
         if recorder is not None:  # the per-layer verdicts explain the divergence
             recorder.finish(spec, reporter)
         raise
     except Interrupted as err:
         run.write_stopped("interrupted", str(err))
+        logs.close()
         raise
     diagnosis = recorder.finish(spec, reporter) if recorder is not None else None  # unhooks
     test = prepared.data
