@@ -35,22 +35,15 @@ def _register() -> None:
     if _registered:
         return
     _registered = True
-    from dnntrick.cli import (
-        check,
-        compare,
-        data,
-        diagnose,
-        lr_find,
-        pretrain,
-        runs,
-        show,
-        train,
-        transfer,
-    )
+    from dnntrick.cli import check, compare, data, diagnose, lr_find, pretrain, train, transfer
 
-    for module in (train, transfer, pretrain, check, compare, diagnose, lr_find, runs, show):
+    for module in (train, transfer, pretrain, check, compare, diagnose, lr_find):
         module.register(app)
     app.add_typer(data.app, name="data")
+    from dnntrick.cli import runs, show  # run directories: list them, show one
+
+    runs.register(app)
+    show.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
