@@ -119,14 +119,14 @@ class DataSpec(StrictModel):
     def _own_data_fields(self) -> DataSpec:
         own = self.dataset in OWN_DATASETS
         if own and self.path is None:
-            raise ValueError(f"dataset {self.dataset} needs data.path: the file to read")
+            raise ValueError(f"dataset {self.dataset} needs path: the file to read")
         if self.dataset == "csv" and self.label is None:
-            raise ValueError("dataset csv needs data.label: the name of the label column")
+            raise ValueError("dataset csv needs label: the name of the label column")
         for key, (datasets, who) in OWN_FIELDS.items():
             if getattr(self, key) is not None and self.dataset not in datasets:
-                raise ValueError(f"data.{key} applies to {who} only (dataset is {self.dataset})")
+                raise ValueError(f"{key} applies to {who} only (dataset is {self.dataset})")
         if self.test_path is not None and self.test_size is not None:
-            raise ValueError("data.test_size and data.test_path both give a test set; drop one")
+            raise ValueError("test_size and test_path both give a test set; drop one")
         return self
 
     @model_validator(mode="after")

@@ -490,21 +490,30 @@ def test_check_validates_own_data_specs_without_torch_or_the_file(tmp_path: Path
         check=False,
         cwd=Path(__file__).parent.parent,
     )
-    assert "dataset csv needs data.label" in done.stderr and "NO-TORCH 2" in done.stderr
+    assert "dataset csv needs label" in done.stderr and "NO-TORCH 2" in done.stderr
 
 
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ("{dataset: arrays}", "data: dataset arrays needs data.path: the file to read"),
-        ("{dataset: csv, path: a.csv}", "data: dataset csv needs data.label"),
-        ("{dataset: arrays, path: a.npz, label: y}", "data.label applies to csv only"),
-        ("{dataset: arrays, path: a.npz, root: r}", "data.root applies to the built-in sets only"),
-        ("{path: a.npz}", "data.path applies to own data (arrays, csv) only"),
-        ("{n_classes: 3}", "data.n_classes applies to own data (arrays, csv) only"),
+        ("{dataset: arrays}", "data: dataset arrays needs path: the file to read"),
+        (
+            "{dataset: csv, path: a.csv}",
+            "data: dataset csv needs label: the name of the label column",
+        ),
+        (
+            "{dataset: arrays, path: a.npz, label: y}",
+            "data: label applies to csv only (dataset is arrays)",
+        ),
+        ("{dataset: arrays, path: a.npz, root: r}", "data: root applies to the built-in sets only"),
+        (
+            "{path: a.npz}",
+            "data: path applies to own data (arrays, csv) only (dataset is fashion-mnist)",
+        ),
+        ("{n_classes: 3}", "data: n_classes applies to own data (arrays, csv) only"),
         (
             "{dataset: csv, path: a.csv, label: y, test_path: b.csv, test_size: 5}",
-            "data.test_size and data.test_path both give a test set; drop one",
+            "data: test_size and test_path both give a test set; drop one",
         ),
         ("{classes: [0, 12]}", "data.classes: labels run from 0 to 9"),
         (
@@ -538,5 +547,7 @@ def test_load_splits_takes_own_arrays_in_memory(tmp_path: Path):
     spec = DataSpec(dataset="arrays", path="unused.npz", val_size=5, test_size=5)
     splits = load_splits(spec, arrays={"x_train": X, "y_train": Y})
     assert (len(splits.x_train), len(splits.x_val), len(splits.x_test)) == (30, 5, 5)
-    with pytest.raises(DataError, match=r"^the arrays given: 40 rows in x_train but 3 labels in y_train$"):
+    with pytest.raises(
+        DataError, match=r"^the arrays given: 40 rows in x_train but 3 labels in y_train$"
+    ):
         load_splits(spec, arrays={"x_train": X, "y_train": Y[:3]})
