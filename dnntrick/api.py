@@ -80,7 +80,7 @@ class Run:
     history: list[dict[str, Any]]
     model: torch.nn.Module
     spec: Spec
-    scale: float = 1.0 / 255.0  # how raw inputs become the model's: x·scale, then standardized
+    divisor: float = 255.0  # how raw inputs become the model's: x / divisor, then standardized
     mean: torch.Tensor | None = None
     std: torch.Tensor | None = None
     _classes: tuple[str, ...] = field(default=(), repr=False)
@@ -119,7 +119,7 @@ class Run:
                 f"inputs: {xt.shape[1]} features per row, the model takes {expected}; give "
                 "rows shaped like the training data"
             )
-        xt = xt * self.scale
+        xt = xt / self.divisor if self.divisor != 1.0 else xt
         if self.mean is not None and self.std is not None:
             xt = (xt - self.mean.to(device)) / self.std.to(device)
         return xt
@@ -170,8 +170,8 @@ def _preprocessing(run_dir: Path) -> dict[str, Any]:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
-        scale = float((f.metadata() or {}).get("scale", 1.0 / 255.0))
-    return {"scale": scale, "mean": tensors.get("mean"), "std": tensors.get("std")}
+        divisor = float((f.metadata() or {}).get("divisor", 255.0))
+    return {"divisor": divisor, "mean": tensors.get("mean"), "std": tensors.get("std")}
 
 
 def train(
@@ -190,12 +190,16 @@ def train(
     `train(spec, **{"train.epochs": 5})`. `data`: your own arrays, (x_train, y_train) or a dict
     with x_train, y_train and optionally x_test, y_test (see docs/data.md). quiet=True prints
     nothing; else the live progress shows in the terminal or the notebook."""
+    from dnntrick.data.own import IN_MEMORY, arrays_from_python
     from dnntrick.runner import run_spec
 
     if device is not None:
         dotted = {**dotted, "device": device}
+    arrays = None
+    if data is not None:  # the user's arrays stand in for the spec's data set
+        arrays = arrays_from_python(data)
+        dotted = {"data.dataset": "arrays", "data.root": None, "data.path": IN_MEMORY, **dotted}
     resolved, source, given = resolve_spec(spec, overrides, dotted)
-    arrays = None if data is None else _own_arrays(data, resolved)
     result = run_spec(
         resolved,
         out=out,
@@ -212,13 +216,6 @@ def train(
         resolved,
         **_preprocessing(result.run_dir),
     )
-
-
-def _own_arrays(data: Any, spec: Spec) -> dict[str, Any]:
-    """The user's arrays as the decoded arrays run_spec takes (checked like a data file)."""
-    from dnntrick.data.arrays import arrays_from_python
-
-    return arrays_from_python(data, spec.data)
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> Run:

@@ -4,6 +4,9 @@ Exit codes (documented in docs/train.md): 0 ok, 1 runtime failure, 2 bad spec, d
 3 training diverged, 130/143 interrupted by SIGINT/SIGTERM.
 """
 
+import difflib
+from typing import Any
+
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
@@ -96,3 +99,9 @@ class Interrupted(DnntrickError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def suggest(word: str, choices: Any) -> str:
+    """'; did you mean X?' for the closest of `choices`, or ''."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""

@@ -17,14 +17,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from dnntrick.data import own
 from dnntrick.diagnosis.hooks import Recorder
-from dnntrick.errors import DivergedError
+from dnntrick.errors import DivergedError, Interrupted
 from dnntrick.spec.config import dump_spec
 from dnntrick.spec.schema import Spec, default_init
 from dnntrick.training import distributed
 from dnntrick.training.build import Built, Prepare, build
 from dnntrick.training.checkpoint import FOLDER, Checkpointer, Loaded, open_resume
 from dnntrick.training.guard import signals_caught
+from dnntrick.training.logs import RunLogs
 from dnntrick.training.loop import FitResult, evaluate, fit, mc_evaluate
 from dnntrick.training.model import count_parameters
 from dnntrick.training.report import Reporter
@@ -85,6 +87,7 @@ def run_spec(
     loaded = open_resume(resume, spec_yaml, force) if resume is not None else None
     built = build(spec, reporter, arrays, prepare or spec_prepare(spec))
     distributed.check(spec.train, len(built.prepared.data.x_train))
+    logs = RunLogs(spec.train.log if distributed.is_main() else [])  # no tensorboard: fails here
     if loaded is None:
         run = distributed.main_run_dir(lambda: make_run_dir(out, spec.name))  # rank 0's
         run.write_spec(spec_yaml, source, overrides)
@@ -92,18 +95,20 @@ def run_spec(
         run = distributed.main_run_dir(lambda: Path(resume or "."))
         run.restore_metrics(loaded.state["result"]["history"])
         reporter.message(f"resuming {loaded.path} ({loaded.describe()})")
+    logs.open(run.path, run.rows)  # metrics.csv, tensorboard/ (train.log), from the same rows
     reporter.start(spec.name, _header(built))
-    fitted, diagnosis = train_built(built, run, reporter, spec_yaml, loaded)
+    fitted, diagnosis = train_built(built, run, reporter, spec_yaml, loaded, logs)
     summary = summarize(built, fitted, started, source, overrides)
     if diagnosis is not None:
         summary["diagnosis"] = diagnosis
     summary["run_dir"] = str(run.path)
     run.save_weights(built.model.state_dict(), metadata={"name": spec.name})
     data = built.data
-    run.save_preprocessing(data.input_scale, data.pixel_mean, data.pixel_std)
+    run.save_preprocessing(data.input_divisor, data.pixel_mean, data.pixel_std)
     if loaded is not None and loaded.state["spec"] != spec_yaml:  # --force with changes
         run.write_spec(spec_yaml, source, overrides)
     run.write_summary(summary)
+    logs.close(summary)
     reporter.finish(summary)
     return RunResult(summary, fitted.history, run.path, built.model)
 
@@ -126,10 +131,17 @@ def _header(built: Built) -> dict[str, str]:
 
 
 def train_built(
-    built: Built, run: RunDir, reporter: Reporter, spec_yaml: str, loaded: Loaded | None = None
+    built: Built,
+    run: RunDir,
+    reporter: Reporter,
+    spec_yaml: str,
+    loaded: Loaded | None = None,
+    logs: RunLogs | None = None,
 ) -> tuple[FitResult, dict[str, Any] | None]:
-    """Fit a built run, appending each epoch's row to `run` and checkpointing into it;
-    (the fit, the diagnostics verdicts when train.diagnostics is on)."""
+    """Fit a built run, appending each epoch's row to `run` (and `logs`) and checkpointing into
+    it; (the fit, the diagnostics verdicts when train.diagnostics is on). A run that diverges
+    or is interrupted leaves stopped.json saying so."""
+    logs = logs or RunLogs([])
     spec, prepared, optimizer = built.spec, built.prepared, built.optimizer
     assert optimizer is not None, "built for a probe: no optimizer"
     done = 0  # optimizer steps already taken by a resumed run: the recorder counts on from there
@@ -143,6 +155,7 @@ def train_built(
         if recorder is not None:
             row["diagnostics"] = recorder.flush()  # one host read per epoch
         run.append_metrics(row)
+        logs.epoch(row)
         if prepared.after_epoch is not None:
             prepared.after_epoch(row["epoch"], optimizer)
 
@@ -166,9 +179,15 @@ def train_built(
                 resume=loaded,
                 augment=built.augment,
             )
-    except DivergedError:
+    except DivergedError as err:
+        run.write_stopped("diverged", str(err))  # for `dnntrick runs`
+        logs.close()
         if recorder is not None:  # the per-layer verdicts explain the divergence
             recorder.finish(spec, reporter)
+        raise
+    except Interrupted as err:
+        run.write_stopped("interrupted", str(err))
+        logs.close()
         raise
     return fitted, recorder.finish(spec, reporter) if recorder is not None else None  # unhooks
 
@@ -188,6 +207,7 @@ def summarize(
     summary = {
         "name": spec.name,
         "dataset": spec.data.dataset,
+        **own.provenance(spec.data),  # own data: each file's path, size and sha256
         "test_accuracy": test_accuracy,
         "test_loss": test_loss,
         "best_val_accuracy": fitted.best_val_accuracy,

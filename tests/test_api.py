@@ -138,3 +138,31 @@ def test_compare_and_diagnose_return_their_numbers(
     )
     assert diagnosed.verdict == "vanishing"
     assert [layer["layer"] for layer in diagnosed.layers][-1] == "outputs"
+
+
+def test_own_arrays_in_memory_train_as_the_same_npz_does(cli, tmp_path: Path, spec_file: Path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 12)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)  # a learnable rule
+    xt = rng.normal(size=(100, 12)).astype(np.float32)
+    yt = (xt[:, 0] + xt[:, 1] > 0).astype(np.int64)
+    np.savez(tmp_path / "own.npz", x_train=x, y_train=y, x_test=xt, y_test=yt)
+    common = ["data.val_size=50", "train.epochs=3"]
+    code, _, err = cli(
+        "train",
+        str(spec_file),
+        *common,
+        "data.dataset=arrays",
+        f"data.path={tmp_path}/own.npz",
+        "--out",
+        str(tmp_path / "cli"),
+        "-q",
+    )
+    assert code == 0, err
+    [cli_dir] = (tmp_path / "cli").iterdir()
+    run = dnntrick.train(spec_file, common, data=(x, y, xt, yt), out=tmp_path / "api", quiet=True)
+    assert rows(run.run_dir) == rows(cli_dir)
+    assert run.summary["test_accuracy"] > 0.8
+    assert run.evaluate(xt, yt)["accuracy"] == run.summary["test_accuracy"]  # no ÷255 for floats
+    with pytest.raises(dnntrick.errors.DataError, match="x_train and y_train"):
+        dnntrick.train(spec_file, common, data={"x": x}, out=tmp_path / "bad", quiet=True)

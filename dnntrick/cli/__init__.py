@@ -40,6 +40,10 @@ def _register() -> None:
     for module in (train, transfer, pretrain, check, compare, diagnose, lr_find):
         module.register(app)
     app.add_typer(data.app, name="data")
+    from dnntrick.cli import runs, show  # run directories: list them, show one
+
+    runs.register(app)
+    show.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

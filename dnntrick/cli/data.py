@@ -20,7 +20,7 @@ DEBIAN_PACKAGES = {"fashion-mnist": "dataset-fashion-mnist"}
 
 def _check_name(dataset: str) -> None:
     from dnntrick.data.catalog import DATASETS
-    from dnntrick.spec.schema import suggest
+    from dnntrick.errors import suggest
 
     if dataset not in DATASETS:
         raise DataError(

@@ -14,13 +14,13 @@ import hashlib
 import io
 import os
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dnntrick.data.catalog import DATASETS
+from dnntrick.data.splits import Splits, make_splits
 from dnntrick.errors import DataError
 
 if TYPE_CHECKING:
@@ -148,6 +148,8 @@ def read_idx(path: Path) -> np.ndarray:
 
 def load_arrays(name: str, root: str | None) -> dict[str, np.ndarray]:
     """The four decoded arrays of data set `name`, from the decoded cache when it is fresh."""
+    if name not in DATASETS:  # own data (arrays, csv) is read by own_data.py, not cached here
+        raise DataError(f"{name!r} is not a built-in data set ({', '.join(DATASETS)})")
     files = find_files(name, root)
     key = hashlib.sha256(
         repr(
@@ -186,32 +188,6 @@ def _check_consistent(arrays: dict[str, np.ndarray], files: dict[str, Path]) -> 
             )
 
 
-@dataclass
-class Splits:
-    """Tensors on the training device. x: float32 [N, features], y: int64 [N]."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    classes: tuple[str, ...]
-    # per-pixel statistics [1, features] of the training split when data.standardize, else None
-    pixel_mean: torch.Tensor | None = None
-    pixel_std: torch.Tensor | None = None
-    # x = raw value × input_scale (then standardized): 1/255 for pixels stored as bytes
-    input_scale: float = 1.0 / 255.0
-
-    @property
-    def in_features(self) -> int:
-        return int(self.x_train.shape[1])
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
-
-
 def load_splits(
     spec: DataSpec,
     device: torch.device | str = "cpu",
@@ -219,8 +195,11 @@ def load_splits(
 ) -> Splits:
     """Train/validation/test splits of the spec's data set, as tensors on `device`, from
     `arrays` (the four decoded arrays) when given, else from `load_arrays`."""
-    import torch
 
+    if spec.dataset not in DATASETS:  # own data (arrays, csv): its files, or `arrays` x_train…
+        from dnntrick.data.own import load_own_splits
+
+        return load_own_splits(spec, device, arrays)
     if arrays is None:
         arrays = load_arrays(spec.dataset, spec.root)
     images, labels = arrays["train_images"], arrays["train_labels"]
@@ -251,27 +230,7 @@ def load_splits(
             "no training images left after data.classes/train_limit; check those settings"
         )
 
-    def to_tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        xt = torch.from_numpy(np.array(x)).reshape(len(x), -1).to(device)  # copy: cache is mmap'd
-        yt = torch.from_numpy(y.astype(np.int64)).to(device)
-        return xt.float().div_(255.0), yt
-
-    tensors = {k: to_tensors(x, y) for k, (x, y) in parts.items()}
-    mean = std = None
-    if spec.standardize:
-        train_x = tensors["train"][0]
-        mean = train_x.mean(dim=0, keepdim=True)
-        std = train_x.std(dim=0, keepdim=True) + 1e-10  # the book's +1e-10 guards constant pixels
-        for xt, _ in tensors.values():
-            xt.sub_(mean).div_(std)
-    return Splits(
-        *tensors["train"],
-        *tensors["val"],
-        *tensors["test"],
-        classes,
-        pixel_mean=mean,
-        pixel_std=std,
-    )
+    return make_splits(parts, classes, spec.standardize, device)
 
 
 def _keep_classes(x: np.ndarray, y: np.ndarray, keep: list[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,6 @@ that differ between the book's frameworks (TF1/Keras) and PyTorch say which conv
 
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Any, Literal
 
@@ -18,23 +17,28 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from dnntrick.data.catalog import DATASETS
+from dnntrick.errors import suggest
 from dnntrick.tricks.activations import ACTIVATIONS
 from dnntrick.tricks.initializers import ALIASES, INITIALIZERS, Mode
 from dnntrick.tricks.optimizers import OPTIMIZERS
 from dnntrick.tricks.schedules import SCHEDULES
 
+OWN_DATASETS = ("arrays", "csv")  # the user's files: dnntrick/data/own.py
+OWN_FIELDS = {  # DataSpec field: (the datasets it applies to, their name in the error)
+    "root": (tuple(DATASETS), "the built-in sets"),
+    "path": (OWN_DATASETS, "own data (arrays, csv)"),
+    "test_size": (OWN_DATASETS, "own data (arrays, csv)"),
+    "n_classes": (OWN_DATASETS, "own data (arrays, csv)"),
+    "test_path": (("csv",), "csv"),
+    "label": (("csv",), "csv"),
+}
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
-
-
-def suggest(word: str, choices: Any) -> str:
-    """'; did you mean X?' for the closest of `choices`, or ''."""
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def unknown(kind: str, name: str, choices: Any) -> ValueError:
@@ -73,10 +77,26 @@ class AugmentSpec(StrictModel):
 
 
 class DataSpec(StrictModel):
-    dataset: Literal["mnist", "fashion-mnist", "kmnist"] = Field(
-        "fashion-mnist", description="the built-in data set (IDX files, 28x28 grey, 10 classes)"
+    dataset: Literal["mnist", "fashion-mnist", "kmnist", "arrays", "csv"] = Field(
+        "fashion-mnist",
+        description="a built-in set (IDX files, 28x28 grey, 10 classes), or your own: arrays "
+        "(.npz or a folder of .npy), csv",
     )
     root: str | None = Field(None, description="folder holding the IDX files; null = search")
+    path: str | None = Field(
+        None,
+        description="own data: an .npz (x_train, y_train[, x_test, y_test]), a folder of those "
+        "names as .npy files, or a .csv file; relative to the working directory",
+    )
+    test_path: str | None = Field(None, description="csv: a second .csv file, the test set")
+    label: str | None = Field(None, description="csv: the name of the label column")
+    test_size: PositiveInt | None = Field(
+        None,
+        description="own data without a test set: the last N training rows become the test set",
+    )
+    n_classes: PositiveInt | None = Field(
+        None, description="own data: number of classes K (labels 0..K-1); null = largest label + 1"
+    )
     val_size: NonNegativeInt = Field(5000, description="images held out from the training set")
     val_from: Literal["first", "last"] = Field(
         "last", description="where the validation images come from: 1st/2nd ed. first, 3rd ed. last"
@@ -91,8 +111,23 @@ class DataSpec(StrictModel):
     augment: AugmentSpec | None = Field(None, description="training-time augmentation; null = none")
 
     @model_validator(mode="after")
+    def _own_data_fields(self) -> DataSpec:
+        own = self.dataset in OWN_DATASETS
+        if own and self.path is None:
+            raise ValueError(f"dataset {self.dataset} needs path: the file to read")
+        if self.dataset == "csv" and self.label is None:
+            raise ValueError("dataset csv needs label: the name of the label column")
+        for key, (datasets, who) in OWN_FIELDS.items():
+            if getattr(self, key) is not None and self.dataset not in datasets:
+                raise ValueError(f"{key} applies to {who} only (dataset is {self.dataset})")
+        if self.test_path is not None and self.test_size is not None:
+            raise ValueError("test_size and test_path both give a test set; drop one")
+        return self
+
+    @model_validator(mode="after")
     def _flips_fit_the_data(self) -> DataSpec:
-        if self.augment and self.augment.flip and not DATASETS[self.dataset].flips_meaningful:
+        info = DATASETS.get(self.dataset)  # own data: flips are the user's call
+        if self.augment and self.augment.flip and info and not info.flips_meaningful:
             raise ValueError(
                 f"augment.flip is refused for {self.dataset}: a mirrored character is another "
                 "character or none; use shift and rotate"
@@ -101,13 +136,13 @@ class DataSpec(StrictModel):
 
     @field_validator("classes")
     @classmethod
-    def _classes(cls, value: list[int] | None) -> list[int] | None:
+    def _classes(cls, value: list[int] | None, info: ValidationInfo) -> list[int] | None:
         if value is not None:
             if len(value) < 2:
                 raise ValueError("needs at least 2 classes")
             if len(set(value)) != len(value):
                 raise ValueError("lists a class twice")
-            if max(value) > 9:
+            if max(value) > 9 and info.data.get("dataset") in DATASETS:  # own data: at load
                 raise ValueError("labels run from 0 to 9")
         return value
 
@@ -511,6 +546,18 @@ class TrainSpec(StrictModel):
         description="capture the whole training step (forward, backward, clip, optimizer step) "
         "in a CUDA graph and replay it; CUDA only, for small batches where launches dominate",
     )
+    log: list[Literal["csv", "tensorboard"]] = Field(
+        default_factory=list,
+        description="extra logs in the run directory: csv (metrics.csv), tensorboard "
+        "(tensorboard/ event files; needs the tensorboard package)",
+    )
+
+    @field_validator("log")
+    @classmethod
+    def _log_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("names a log twice")
+        return value
 
 
 class TransferSpec(StrictModel):

@@ -16,6 +16,8 @@ from typing import Any
 
 from dnntrick.errors import UsageError, WriteError
 
+STOPPED = "stopped.json"  # {"status": "interrupted" | "diverged", "message", "time"}
+
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old file or the new one, never a mix.
@@ -84,24 +86,30 @@ class RunDir:
         atomic_write(self.path / "metrics.jsonl", text.encode())
 
     def restore_metrics(self, rows: list[dict[str, Any]]) -> None:
-        """Start from a checkpoint's rows (later rows, from after that checkpoint, are dropped)."""
+        """Start from a checkpoint's rows (later rows, from after that checkpoint, are dropped);
+        the run goes on, so an earlier stop's record goes."""
         self.rows = list(rows)
         text = "".join(json.dumps(r) + "\n" for r in self.rows)
         atomic_write(self.path / "metrics.jsonl", text.encode())
+        (self.path / STOPPED).unlink(missing_ok=True)
+
+    def write_stopped(self, status: str, message: str) -> None:
+        """Record why training stopped early (interrupted, diverged): read by `dnntrick runs`."""
+        write_json(self.path / STOPPED, {"status": status, "message": message, "time": time.time()})
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json(self.path / "summary.json", summary)
 
     def save_preprocessing(
-        self, scale: float, mean: Any | None = None, std: Any | None = None
+        self, divisor: float, mean: Any | None = None, std: Any | None = None
     ) -> None:
-        """preprocessing.safetensors: how raw inputs become the model's inputs (x·scale, then
+        """preprocessing.safetensors: how raw inputs become the model's inputs (x / divisor, then
         (x - mean) / std when the run standardized), so a reopened run can predict."""
         from safetensors.torch import save
 
         tensors = {} if mean is None or std is None else {"mean": mean.cpu(), "std": std.cpu()}
         atomic_write(
-            self.path / PREPROCESSING, save(tensors, metadata={"scale": repr(float(scale))})
+            self.path / PREPROCESSING, save(tensors, metadata={"divisor": repr(float(divisor))})
         )
 
     def save_weights(self, state: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
@@ -112,13 +120,17 @@ class RunDir:
 
 
 def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
     import numpy
     import torch
 
-    from dnntrick import __version__
-
+    try:
+        ours = version("dnntrick")
+    except PackageNotFoundError:  # a source tree that was never installed
+        ours = "unknown"
     return {
-        "dnntrick": __version__,
+        "dnntrick": ours,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": numpy.__version__,

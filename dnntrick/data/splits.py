@@ -1,0 +1,76 @@
+"""`Splits`: a data set's train/validation/test tensors on the training device, whatever file
+they came from (the built-in IDX sets: datasets.py; your own arrays or CSV: own.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass
+class Splits:
+    """Tensors on the training device. x: float32 [N, features], y: int64 [N]."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: tuple[str, ...]
+    # per-pixel statistics [1, features] of the training split when data.standardize, else None
+    pixel_mean: torch.Tensor | None = None
+    pixel_std: torch.Tensor | None = None
+    # x = raw value / input_divisor (then standardized): 255 for pixels stored as bytes
+    input_divisor: float = 255.0
+
+    @property
+    def in_features(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+
+def make_splits(
+    parts: dict[str, tuple[np.ndarray, np.ndarray]],
+    classes: tuple[str, ...],
+    standardize: bool,
+    device: torch.device | str = "cpu",
+) -> Splits:
+    """Splits from the rows of "train", "val" and "test" (x [N, ...], integer y [N]): x is
+    flattened to float32 [N, features], uint8 pixels divided by 255 (other types as they are),
+    then, with `standardize`, centred and scaled by the training split's per-feature statistics."""
+    import torch
+
+    divisor = 255.0 if parts["train"][0].dtype == np.uint8 else 1.0
+
+    def to_tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        features = int(np.prod(x.shape[1:]))  # not -1: val_size 0 makes an empty split
+        xt = torch.from_numpy(np.array(x, order="C")).reshape(len(x), features).to(device)
+        yt = torch.from_numpy(y.astype(np.int64)).to(device)  # the copies: a cache is mmap'd
+        return (xt.float().div_(divisor) if divisor != 1.0 else xt.float()), yt
+
+    tensors = {k: to_tensors(x, y) for k, (x, y) in parts.items()}
+    mean = std = None
+    if standardize:
+        train_x = tensors["train"][0]
+        mean = train_x.mean(dim=0, keepdim=True)
+        std = train_x.std(dim=0, keepdim=True) + 1e-10  # the book's +1e-10 guards constant pixels
+        for xt, _ in tensors.values():
+            xt.sub_(mean).div_(std)
+    return Splits(
+        *tensors["train"],
+        *tensors["val"],
+        *tensors["test"],
+        classes,
+        pixel_mean=mean,
+        pixel_std=std,
+        input_divisor=divisor,
+    )
