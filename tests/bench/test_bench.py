@@ -19,6 +19,7 @@ def setup(tiny_root: Path) -> Setup:
     return Setup(hidden=(32, 16), batch_size=70, root=str(tiny_root), val_size=100)
 
 
+@pytest.mark.integration
 def test_three_loops_follow_the_same_loss_trajectory(setup: Setup, tmp_path: Path):
     loops = build_loops(setup, workdir=tmp_path)
     assert [type(loop) for loop in loops] == [TorchvisionLoop, TensorLoop, DnntrickLoop]

@@ -122,6 +122,7 @@ def test_print_config_applies_overrides_and_trains_nothing(cli, tmp_path: Path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.integration
 def test_check_and_help_do_not_import_torch(tmp_path: Path):
     path = write_spec(tmp_path, GOOD)
     probe = (
@@ -153,6 +154,7 @@ def test_real_entry_point_exit_code_and_no_traceback(tmp_path: Path):
     assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
 
 
+@pytest.mark.integration
 def test_entry_point_skips_teardown_but_keeps_output_atexit_and_exit_code(
     tmp_path: Path, tiny_root: Path
 ):

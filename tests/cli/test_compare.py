@@ -36,6 +36,7 @@ def comparison(tmp_path: Path) -> tuple[Path, dict]:
     return folder, json.loads((folder / "comparison.json").read_text())
 
 
+@pytest.mark.integration
 def test_seeds_differ_and_the_same_seed_means_the_same_data_order(
     cli, tmp_path: Path, tiny_root: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -77,6 +78,7 @@ def test_seeds_differ_and_the_same_seed_means_the_same_data_order(
     assert d["pairs"] == 2 and d["test_accuracy_mean"] == pytest.approx(sum(diffs) / 2)
 
 
+@pytest.mark.integration
 def test_outputs_table_json_csv_and_png(cli, tmp_path: Path, tiny_root: Path):
     spec = write_spec(tmp_path, SPEC)
     png, table = tmp_path / "cmp.png", tmp_path / "all.csv"
@@ -117,6 +119,7 @@ def test_outputs_table_json_csv_and_png(cli, tmp_path: Path, tiny_root: Path):
     assert png.stat().st_size > 20_000
 
 
+@pytest.mark.integration
 def test_mixing_run_directories_and_specs(cli, tmp_path: Path, tiny_root: Path):
     spec = write_spec(tmp_path, SPEC)
     first = tmp_path / "first"
@@ -142,6 +145,7 @@ def test_mixing_run_directories_and_specs(cli, tmp_path: Path, tiny_root: Path):
     assert "tiny #2" in out and "model.activation=relu" in out
 
 
+@pytest.mark.integration
 def test_failing_variants_are_reported_and_do_not_stop_the_others(
     cli, tmp_path: Path, tiny_root: Path
 ):

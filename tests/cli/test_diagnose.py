@@ -33,6 +33,7 @@ def test_diagnose_prints_every_layer_and_the_verdict(cli, tiny_root: Path):
     assert "vanishing" in out and "cause:" in out and "remedy:" in out
 
 
+@pytest.mark.integration
 def test_diagnose_json_and_plot(cli, tiny_root: Path, tmp_path: Path):
     png = tmp_path / "v.png"
     code, out, err = cli(
@@ -47,6 +48,7 @@ def test_diagnose_json_and_plot(cli, tiny_root: Path, tmp_path: Path):
     assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 20_000
 
 
+@pytest.mark.integration
 def test_diagnose_same_seed_same_numbers_different_seed_different(cli, tiny_root: Path):
     def grads(*extra: str) -> list[float]:
         code, out, err = cli("diagnose", VANISHING, *on_tiny(tiny_root), "--json", *extra)
@@ -83,6 +85,7 @@ def test_gradient_norms_plot_from_run_directories(tmp_path: Path, tiny_root: Pat
     plt.close(fig)
 
 
+@pytest.mark.integration
 def test_compare_plot_gradients(cli, tiny_root: Path, tmp_path: Path):
     text = "name: g\nmodel: {hidden: [16, 16]}\ntrain: {batch_size: 50}\n"
     spec = write_spec(tmp_path, text)

@@ -63,6 +63,7 @@ def _accuracies(folder: Path) -> dict[tuple[str, int], float]:
     return {(v["label"], r["seed"]): r["test_accuracy"] for v in doc["variants"] for r in v["runs"]}
 
 
+@pytest.mark.integration
 def test_ray_compare_gives_the_process_executors_numbers_and_run_dirs(
     ray_local, cli, tmp_path: Path, tiny_root: Path
 ):
@@ -92,6 +93,7 @@ def test_ray_compare_gives_the_process_executors_numbers_and_run_dirs(
         assert (run_dir / "model.safetensors").stat().st_size > 0
 
 
+@pytest.mark.integration
 def test_data_comes_from_the_object_store_not_the_workers_disk(
     ray_local, tmp_path: Path, tiny_root: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -125,6 +127,7 @@ def die_in_some_jobs(job: Job, send, arrays) -> Outcome:
     return run_job(job, send, arrays)
 
 
+@pytest.mark.integration
 def test_a_dead_worker_is_retried_once_then_reported_and_the_others_go_on(
     ray_local, tmp_path: Path, tiny_root: Path
 ):
@@ -144,6 +147,7 @@ def test_a_dead_worker_is_retried_once_then_reported_and_the_others_go_on(
     assert ends == {0: "ok", 1: "error", 2: "ok"}  # the live table hears of the dead one too
 
 
+@pytest.mark.integration
 def test_runs_on_other_nodes_ship_their_run_directory_back(
     ray_local, tmp_path: Path, tiny_root: Path
 ):

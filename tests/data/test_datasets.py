@@ -108,6 +108,7 @@ def test_val_size_too_large(tiny_root: Path):
         load_splits(DataSpec(root=str(tiny_root), val_size=600))
 
 
+@pytest.mark.integration
 def test_real_fashion_mnist(fashion_root: Path):
     splits = load_splits(DataSpec(root=str(fashion_root)))
     assert (len(splits.x_train), len(splits.x_val), len(splits.x_test)) == (55000, 5000, 10000)

@@ -38,6 +38,7 @@ def noisy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.integration
 def test_lr_find_end_to_end(cli, tmp_path: Path, noisy_root: Path):
     spec = write_spec(tmp_path, SPEC)
     code, out, err = cli(

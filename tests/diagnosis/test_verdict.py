@@ -128,6 +128,7 @@ def _verdict(spec) -> tuple[str, list]:
         ("relu_100", "dying units"),
     ],
 )
+@pytest.mark.integration
 def test_experiment_verdicts_on_fashion_mnist(experiment, verdict, fashion_root):
     spec = load_spec(REPO / "experiments" / f"{experiment}.yaml", [f"data.root={fashion_root}"])
     got, findings = _verdict(spec)

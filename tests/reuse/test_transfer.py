@@ -405,6 +405,7 @@ def test_caching_refused_with_dropout_from_the_spec(
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.integration
 def test_transfer_command_takes_train_options(cli, tmp_path: Path, tiny_root: Path, source: Path):
     text = TARGET + "  from: /no/such/run\n"
     text = text.replace('transfer: {reuse: "hidden[123]", freeze: "hidden[12]"}', "transfer:")

@@ -272,6 +272,7 @@ for epoch in range(1, 10_000):
 """
 
 
+@pytest.mark.integration
 def test_sigkill_during_save_leaves_previous_checkpoint_loadable(tmp_path: Path):
     folder = tmp_path / "checkpoints"
     script = tmp_path / "saver.py"

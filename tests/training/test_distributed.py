@@ -49,6 +49,7 @@ def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.integration
 def test_two_gloo_ranks_train_like_one_process(cli, tmp_path: Path, tiny_root: Path):
     spec = write_spec(tmp_path, SPEC.format(root=tiny_root, batch=51))
     done = torchrun("train", str(spec), "--out", str(tmp_path / "two"), "--quiet")
@@ -90,6 +91,7 @@ def test_two_gloo_ranks_train_like_one_process(cli, tmp_path: Path, tiny_root: P
         assert resumed_rows[2][key] == pytest.approx(one_rows[2][key], rel=1e-5), key
 
 
+@pytest.mark.integration
 def test_bad_input_under_torchrun_is_said_once(tmp_path: Path, tiny_root: Path):
     spec = write_spec(tmp_path, SPEC.format(root=tiny_root, batch=499))  # last batch: 1 image
     done = torchrun("train", str(spec), "--out", str(tmp_path / "runs"))
@@ -175,6 +177,7 @@ def test_shares_weight_the_gradient_by_their_size(monkeypatch: pytest.MonkeyPatc
     assert not torch.allclose((unweighted[0] + unweighted[1]) / 2, whole, atol=1e-4)
 
 
+@pytest.mark.integration
 def test_ctrl_c_under_torchrun_checkpoints_once_and_resumes(tmp_path: Path, tiny_root: Path):
     spec = write_spec(
         tmp_path, SPEC.format(root=tiny_root, batch=50).replace("epochs: 3", "epochs: 150")

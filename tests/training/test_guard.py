@@ -216,6 +216,7 @@ def test_device_side_record_reports_the_exact_first_bad_step():
         watch.check()
 
 
+@pytest.mark.integration
 def test_determinism_off_does_not_import_the_compiler():
     """set_determinism(False) with the flag already off leaves torch._inductor unimported (it
     costs ~1 s of start-up); switching it on still works."""

@@ -110,6 +110,7 @@ def test_input_dropout_rate_defaults_to_rate():
     torch.testing.assert_close(model.inputs(x), x)
 
 
+@pytest.mark.integration
 def test_alpha_dropout_keeps_selu_activations_normalized():
     x = torch.randn(4000, 50)
 

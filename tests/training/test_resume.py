@@ -119,6 +119,7 @@ def test_corrupted_checkpoint_through_the_cli(cli, monkeypatch, tmp_path: Path, 
     assert f"{pt}: corrupted (" in err and "no earlier good checkpoint" in err
 
 
+@pytest.mark.integration
 def test_sigint_to_a_real_process_then_resume_is_bitwise(tmp_path: Path):
     """The done-when test: a real `dnntrick train` process, SIGINT once an epoch is written."""
     root = make_tiny_idx(tmp_path / "data", n_train=1500, n_test=200)

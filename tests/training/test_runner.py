@@ -61,9 +61,14 @@ def test_run_directory_files_and_keys(tmp_path: Path, tiny_root: Path):
         "checkpoints",
         "metrics.jsonl",
         "model.safetensors",
+        "preprocessing.safetensors",
         "spec.yaml",
         "summary.json",
     ]
+    from safetensors import safe_open
+
+    with safe_open(str(result.run_dir / "preprocessing.safetensors"), framework="pt") as f:
+        assert f.metadata() == {"divisor": "255.0"} and list(f.keys()) == []  # no standardize
     best = f"epoch-{result.summary['best_epoch']:04d}"  # the last and the best epoch are kept
     kept = {p.name for p in (result.run_dir / "checkpoints").iterdir()}
     assert kept == {

@@ -94,6 +94,7 @@ def test_erase_blacks_out_one_rectangle():
     assert 25 < int((half == 0).any(1).sum()) < 75
 
 
+@pytest.mark.integration
 def test_standardized_inputs_are_augmented_as_raw_pixels():
     x = images()
     mean = x.mean(0, keepdim=True)
@@ -115,6 +116,7 @@ def test_flips_are_refused_for_digits(tmp_path: Path):
         load_spec(path, ["data.augment={}"])
 
 
+@pytest.mark.integration
 def test_augmentation_changes_training(tmp_path: Path, tiny_root: Path):
     text = "name: aug\nmodel: {hidden: [16]}\ntrain: {batch_size: 100}\n"
     spec = write_spec(tmp_path, text)
