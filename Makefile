@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup test lint format bench docs clean
+.PHONY: setup test test-fast lint format bench docs clean
 
 ## setup: create .venv, install dnntrick with its dev and ray extras, make Fashion-MNIST available
 setup:
@@ -16,6 +16,10 @@ setup:
 ## and OpenMP's spinning threads slow to a crawl when they outnumber the cores.
 test:
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
+
+## test-fast: the suite without the slow and integration tests (under a minute)
+test-fast:
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "not slow and not integration"
 
 ## lint: ruff (lint + format check) and mypy
 lint:

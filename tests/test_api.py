@@ -166,3 +166,16 @@ def test_own_arrays_in_memory_train_as_the_same_npz_does(cli, tmp_path: Path, sp
     assert run.evaluate(xt, yt)["accuracy"] == run.summary["test_accuracy"]  # no ÷255 for floats
     with pytest.raises(dnntrick.errors.DataError, match="x_train and y_train"):
         dnntrick.train(spec_file, common, data={"x": x}, out=tmp_path / "bad", quiet=True)
+
+
+def test_progress_in_a_log_file_is_plain_rows(tmp_path: Path, spec_file: Path, tiny_root: Path):
+    log = tmp_path / "train.log"
+    args = f"{str(spec_file)!r}, {tiny_overrides(tiny_root, 2)!r}, out={str(tmp_path)!r}"
+    code = f"import dnntrick; dnntrick.train({args})"
+    with log.open("w") as out:
+        subprocess.run(
+            [sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT, cwd=REPO, check=True
+        )
+    text = log.read_text()
+    assert "\x1b[" not in text  # no escape codes, no progress bar redraws
+    assert "test accuracy" in text and len([ln for ln in text.splitlines() if ln.strip()]) < 30
