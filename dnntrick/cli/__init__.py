@@ -82,7 +82,7 @@ def run() -> None:
         main()
         code = 0
     except SystemExit as done:
-        code = _exit_code(done.code)
+        code = exit_status(done.code)
     for thread in threading.enumerate():
         if thread is not threading.current_thread() and not thread.daemon:
             thread.join()
@@ -94,7 +94,7 @@ def run() -> None:
     os._exit(code)
 
 
-def _exit_code(code: object) -> int:
+def exit_status(code: object) -> int:
     """SystemExit's code as the interpreter turns it into an exit status."""
     if code is None:
         return 0

@@ -109,7 +109,7 @@ class RayExecutor:
         ship = self.ship_runs
         refs: dict[Any, Job] = {}
         for job in jobs:
-            options = _resources(job.spec["device"], gpus)
+            options = task_resources(job.spec["device"], gpus)
             arrays = data[_data_key(job)]
             ref = task.options(**options).remote(job, arrays, events, self.work, driver, ship)
             refs[ref] = job
@@ -157,7 +157,7 @@ def _put_data(ray: Any, jobs: list[Job]) -> dict[tuple[str, str | None], Any]:
     return refs
 
 
-def _resources(device: str, cluster_gpus: float) -> dict[str, Any]:
+def task_resources(device: str, cluster_gpus: float) -> dict[str, Any]:
     """A CPU run takes one CPU; a CUDA run (or `auto` on a cluster with GPUs) a GPU fraction.
     Ray sets CUDA_VISIBLE_DEVICES per task, so 'cuda' inside the task is the GPU it was given."""
     on_gpu = device.startswith("cuda") or (device == "auto" and cluster_gpus > 0)

@@ -145,7 +145,7 @@ class DataParallel:
             device = next(model.parameters()).device
             ids = [device.index] if device.type == "cuda" else None
             self.ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-            self.forward = self._weighted_forward
+            self.forward = self.weighted_forward
 
     def shard(self, idx: torch.Tensor) -> torch.Tensor:
         """This rank's contiguous share of the global batch `idx` [B] (torchrun only)."""
@@ -155,7 +155,7 @@ class DataParallel:
         self.weight = len(mine) * self.ranks / len(idx)
         return mine
 
-    def _weighted_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def weighted_forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.ddp(x)
         return logits if self.weight == 1.0 else _ScaleGrad.apply(logits, self.weight)
 

@@ -179,7 +179,9 @@ class GraphStep(EagerStep):
             parts.forward, parts.optimizer, parts.loss, parts.tricks, None, parts.precision
         )
 
-    def _gather_and_step(self) -> torch.Tensor:
+    def captured_body(self) -> torch.Tensor:
+        """What the graph records: gather the batch of self.idx into the static buffers, then
+        train_step. Eager when called outside a capture (the warm-up, and the CPU test)."""
         torch.index_select(self.x, 0, self.idx, out=self.xb)
         torch.index_select(self.y, 0, self.idx, out=self.yb)
         return train_step(self.unwatched, self.xb, self.yb, self.sums)
@@ -194,7 +196,7 @@ class GraphStep(EagerStep):
                 side = torch.cuda.Stream(device=device)
                 side.wait_stream(torch.cuda.current_stream(device))
                 with torch.cuda.stream(side):
-                    loss = self._gather_and_step()
+                    loss = self.captured_body()
                 torch.cuda.current_stream(device).wait_stream(side)
                 self.warmed += 1
                 self._check(loss, index)
@@ -202,7 +204,7 @@ class GraphStep(EagerStep):
             self.graph = torch.cuda.CUDAGraph()
             self.parts.optimizer.zero_grad(set_to_none=True)  # grads then live in the graph
             with torch.cuda.graph(self.graph):  # records, does not run: the replay below runs it
-                self.loss = self._gather_and_step()
+                self.loss = self.captured_body()
         self.graph.replay()
         self._check(self.loss, index)
         return None

@@ -183,9 +183,9 @@ def test_entry_point_skips_teardown_but_keeps_output_atexit_and_exit_code(
 
 
 def test_exit_codes_follow_the_interpreters_rules(capsys):
-    from dnntrick.cli import _exit_code
+    from dnntrick.cli import exit_status
 
-    assert (_exit_code(None), _exit_code(3), _exit_code("bad")) == (0, 3, 1)
+    assert (exit_status(None), exit_status(3), exit_status("bad")) == (0, 3, 1)
     assert capsys.readouterr().err == "bad\n"
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from dnntrick.comparison.executor import Job, Outcome, run_job
-from dnntrick.comparison.ray_executor import RayExecutor, _resources
+from dnntrick.comparison.ray_executor import RayExecutor, task_resources
 from dnntrick.spec.schema import Spec
 from tests.conftest import tiny_overrides, write_spec
 
@@ -168,10 +168,10 @@ def test_runs_on_other_nodes_ship_their_run_directory_back(
 
 
 def test_resources_per_run():
-    assert _resources("cpu", 4) == {"num_cpus": 1, "num_gpus": 0}
-    assert _resources("auto", 0) == {"num_cpus": 1, "num_gpus": 0}
-    assert _resources("auto", 2) == {"num_cpus": 1, "num_gpus": 0.25}
-    assert _resources("cuda:1", 0)["num_gpus"] == 0.25
+    assert task_resources("cpu", 4) == {"num_cpus": 1, "num_gpus": 0}
+    assert task_resources("auto", 0) == {"num_cpus": 1, "num_gpus": 0}
+    assert task_resources("auto", 2) == {"num_cpus": 1, "num_gpus": 0.25}
+    assert task_resources("cuda:1", 0)["num_gpus"] == 0.25
 
 
 def test_without_ray_installed_it_says_how_to_install_it(

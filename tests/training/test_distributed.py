@@ -167,7 +167,7 @@ def test_shares_weight_the_gradient_by_their_size(monkeypatch: pytest.MonkeyPatc
         parallel = DataParallel.__new__(DataParallel)  # no process group: "DDP" = the model
         parallel.model, parallel.ddp, parallel.ranks, parallel.weight = model, model, 2, 1.0
         idx = parallel.shard(torch.arange(5))
-        loss = torch.nn.functional.cross_entropy(parallel._weighted_forward(x[idx]), y[idx])
+        loss = torch.nn.functional.cross_entropy(parallel.weighted_forward(x[idx]), y[idx])
         shares.append(torch.autograd.grad(loss, model.weight)[0])
     assert torch.allclose((shares[0] + shares[1]) / 2, whole, atol=1e-6)  # DDP: the mean
     unweighted = [

@@ -168,7 +168,7 @@ def test_graph_body_computes_the_eager_step():
     m2, o2, _, _ = setup()
     graph = GraphStep(StepParts(m2, o2), x, y, batch_size=5)
     graph.idx.copy_(idx)
-    graph._gather_and_step()
+    graph.captured_body()
     assert torch.equal(graph.xb, x[idx]) and torch.equal(graph.yb, y[idx])
     assert graph.sums.loss_sum.item() == pytest.approx(plain.sums.loss_sum.item(), rel=1e-6)
     for p, q in zip(m1.parameters(), m2.parameters(), strict=True):
