@@ -189,7 +189,8 @@ def format_error(error: Any) -> str:
         return message
     got = ""
     if kind not in ("missing", "value_error") and "input" in error:
-        got = f" (got {error['input']!r})"
+        shown = repr(error["input"])  # a 1000-item list or a 4 kB string: its start
+        got = f" (got {shown[:80] + '…' if len(shown) > 80 else shown})"
     return f"{path}: {message}{got}"
 
 

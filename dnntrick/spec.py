@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import typing
 from typing import Any, Literal
 
 from pydantic import (
@@ -18,6 +19,7 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -29,6 +31,9 @@ from dnntrick.schedules import SCHEDULES
 
 DATASETS = ("mnist", "fashion-mnist", "kmnist")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+MAX_INT = 2**32 - 1  # every count and the seed (numpy's and torch's RNGs all take it)
+MAX_TEXT = 4096  # characters of any string (a path, a regex); PATH_MAX on Linux
+MAX_LAYERS = 1000
 
 
 def suggest(word: str, choices: Any) -> str:
@@ -44,7 +49,44 @@ def unknown(kind: str, name: str, choices: Any) -> ValueError:
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `.nan` and `.inf` are refused in every float field
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_value(cls, value: Any, info: ValidationInfo) -> Any:
+        """What pydantic's lax mode would let through: `true` for a number (it reads as 1),
+        integers too large for the RNGs and counts, NUL bytes and endless strings."""
+        field = cls.model_fields[info.field_name or ""]
+        for item in value if isinstance(value, list) else [value]:
+            _check_plain(item, field.annotation)
+        return value
+
+
+def _admits_bool(annotation: Any) -> bool:
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_admits_bool(arg) for arg in typing.get_args(annotation))
+
+
+def _only_bool(annotation: Any) -> bool:
+    return annotation is bool or set(typing.get_args(annotation)) == {bool, type(None)}
+
+
+def _check_plain(value: Any, annotation: Any) -> None:
+    if isinstance(value, bool):
+        if not _admits_bool(annotation):
+            raise ValueError(f"expected a number, not {str(value).lower()}")
+    elif _only_bool(annotation) and value is not None:
+        raise ValueError(f"expected true or false (got {value!r})")
+    elif isinstance(value, int) and abs(value) > MAX_INT:
+        shown = value if abs(value) < 10**20 else f"a {len(str(abs(value)))}-digit number"
+        raise ValueError(f"{shown} is too large (at most {MAX_INT})")
+    elif isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("contains a NUL character")
+        if len(value) > MAX_TEXT:
+            raise ValueError(f"is {len(value):,} characters long (at most {MAX_TEXT:,})")
 
 
 def _name_to_mapping(value: Any) -> Any:
@@ -134,6 +176,15 @@ class ActivationSpec(StrictModel):
             {"alpha", "lower", "upper"},
             set(ACTIVATIONS[self.name].args),
         )
+        if self.name == "rrelu":
+            defaults = {k: default for k, (_, default) in ACTIVATIONS["rrelu"].args.items()}
+            lower = self.lower if self.lower is not None else defaults["lower"]
+            upper = self.upper if self.upper is not None else defaults["upper"]
+            if lower > upper:
+                raise ValueError(
+                    f"rrelu's lower slope bound {lower:g} is above its upper bound {upper:g}; "
+                    "swap them (default lower 1/8, upper 1/3)"
+                )
         return self
 
     @property
@@ -234,6 +285,7 @@ class DropoutSpec(StrictModel):
 class ModelSpec(StrictModel):
     hidden: list[PositiveInt] = Field(
         default_factory=lambda: [300, 100],
+        max_length=MAX_LAYERS,
         description="units of each hidden layer, input side first",
     )
     activation: ActivationSpec = Field(default_factory=lambda: ActivationSpec(name="relu"))
@@ -258,8 +310,11 @@ OPTIMIZER_FIELDS = (
 class OptimizerSpec(StrictModel):
     name: str = "sgd"
     lr: PositiveFloat = 0.01
-    momentum: NonNegativeFloat | None = Field(
-        None, description="momentum/nesterov (default 0.9); rmsprop (default 0)"
+    momentum: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="momentum/nesterov (default 0.9); rmsprop (default 0); 1 would never forget",
     )
     beta1: float | None = Field(None, ge=0, lt=1, description="Adam family β1 (default 0.9)")
     beta2: float | None = Field(None, ge=0, lt=1, description="Adam family β2 (default 0.999)")
@@ -295,6 +350,8 @@ class OptimizerSpec(StrictModel):
         _check_args(
             "optimizer", self.name, self, set(OPTIMIZER_FIELDS), set(OPTIMIZERS[self.name].args)
         )
+        if self.name == "nesterov" and self.momentum == 0:
+            raise ValueError("nesterov needs a momentum above 0 (e.g. 0.9); or use sgd")
         return self
 
 
@@ -545,6 +602,8 @@ class TransferSpec(StrictModel):
                 re.compile(value)
             except re.error as err:
                 raise ValueError(f"not a regular expression ({err})") from None
+            except RecursionError:  # 1000 nested groups
+                raise ValueError("a regular expression nested too deep to compile") from None
         return value
 
     @model_validator(mode="after")
@@ -596,7 +655,7 @@ class Spec(StrictModel):
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value):
+        if not re.fullmatch(r"auto|cpu|cuda(:(0|[1-9]\d{0,3}))?|mps", value):
             raise ValueError(
                 f"unknown device {value!r}{suggest(value, ['auto', 'cpu', 'cuda'])} "
                 "(choices: auto, cpu, cuda, cuda:N)"
@@ -654,6 +713,23 @@ class Spec(StrictModel):
             raise ValueError(
                 "train.cuda_graphs: augmentation draws new random numbers per batch outside a "
                 "captured step; set data.augment: null or train.cuda_graphs: false"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _validation_needed(self) -> Spec:
+        stopping = self.train.early_stopping
+        if stopping is not None and self.data.val_size == 0:
+            raise ValueError(
+                f"train.early_stopping: watches {stopping.monitor}, but data.val_size is 0; "
+                "hold out validation images (e.g. data.val_size: 5000) or remove early_stopping"
+            )
+        schedule = self.train.schedule
+        lr = self.train.optimizer.lr
+        if schedule and schedule.name == "performance" and (schedule.min_lr or 0) >= lr:
+            raise ValueError(
+                f"train.schedule.min_lr: {schedule.min_lr:g} is not below the lr ({lr:g}), so a "
+                "plateau would not lower the lr; set min_lr below train.optimizer.lr"
             )
         return self
 
