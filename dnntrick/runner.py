@@ -24,6 +24,7 @@ from dnntrick.data import Splits, load_splits
 from dnntrick.diagnostics import Recorder
 from dnntrick.errors import DivergedError, UsageError
 from dnntrick.guard import set_determinism, signals_caught
+from dnntrick.limits import Sizes, check_start
 from dnntrick.loop import evaluate, fit
 from dnntrick.model import build_model, count_parameters
 from dnntrick.optimizers import build_optimizer
@@ -126,6 +127,9 @@ def run_spec(
         )
     torch.manual_seed(spec.seed)  # weights (and any dropout) draw from torch's global RNG
     data = load_splits(spec.data, device, arrays)
+    n = len(data.x_train), len(data.x_val), len(data.x_test)
+    sizes = Sizes(*n, data.in_features, data.n_classes)
+    start_warnings = check_start(spec, sizes, str(device))  # memory, time, lr: before allocating
     model = build_model(spec.model, data.in_features, data.n_classes).to(device)
     prepare = prepare or spec_prepare(spec)
     prepared = prepare(spec, model, data, reporter) if prepare else Prepared(model, data)
@@ -146,6 +150,8 @@ def run_spec(
         run = distributed.main_run_dir(lambda: Path(resume or "."))
         run.restore_metrics(loaded.state["result"]["history"])
         reporter.message(f"resuming {loaded.path} ({loaded.describe()})")
+    for line in start_warnings:
+        reporter.message(line)
     parameters = count_parameters(model)
     tricks = describe(spec)
     reporter.start(
