@@ -41,6 +41,7 @@ OPTIMIZER_STATES = {
 }
 # assumed FLOP/s and per-step overhead (s): a fast estimate, not a benchmark
 THROUGHPUT = {"cpu": (2e10, 1e-4), "cuda": (2e12, 3e-5), "mps": (2e11, 1e-4)}
+EPOCH_OVERHEAD_S = 0.02  # evaluation launch, the metrics row and the checkpoint's fsyncs
 WARN_SECONDS = 24 * 3600
 REFUSE_SECONDS = 365 * 24 * 3600
 
@@ -184,7 +185,7 @@ def estimate_seconds(spec: Spec, sizes: Sizes, device_type: str) -> float:
         layers = len(spec.model.hidden) if spec.pretrain.mode == "greedy" else 1
         work += spec.pretrain.epochs * layers * images * 12 * p
         steps += spec.pretrain.epochs * layers * -(-images // spec.pretrain.batch_size)
-    return work / flops + steps * overhead
+    return work / flops + steps * overhead + t.epochs * EPOCH_OVERHEAD_S
 
 
 def duration(seconds: float) -> str:

@@ -27,6 +27,7 @@ from dnntrick.errors import UsageError
 from dnntrick.report import Reporter
 from dnntrick.runner import Prepared
 from dnntrick.spec import Spec, TransferSpec
+from dnntrick.weights_check import tensor_problem
 
 WEIGHTS_FILE = "model.safetensors"
 RUN_SUFFIX = r"-(\d{8}-\d{6})(?:-(\d+))?"  # rundir.make_run_dir's <name>-<time>[-k]
@@ -101,8 +102,17 @@ def load_source(given: str) -> Source:
         raise UsageError(
             f"transfer.from: {path} is not a readable safetensors file ({err})"
         ) from None
+    except Exception as err:  # a dtype torch lacks, a header safetensors half-accepts
+        raise UsageError(
+            f"transfer.from: {path} is not a readable safetensors file ({type(err).__name__}: "
+            f"{' '.join(str(err).split())[:120]})"
+        ) from None
     if not state:
         raise UsageError(f"transfer.from: {path} holds no tensors")
+    if problem := tensor_problem(state):
+        raise UsageError(
+            f"transfer.from: {path}: {problem}; give the model.safetensors of a dnntrick run"
+        )
     return Source(path, hashlib.sha256(raw).hexdigest(), state)
 
 
