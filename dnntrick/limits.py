@@ -221,12 +221,19 @@ def check_schedule(spec: TrainSpec, steps_per_epoch: int) -> None:
     if schedule.name == "performance":
         _check_performance(spec)
         return
+    total = spec.epochs * steps_per_epoch
+    if schedule.final_steps is not None and schedule.final_steps >= total:
+        raise UsageError(
+            f"train.schedule.final_steps: {schedule.final_steps:,} is not less than the run's "
+            f"{total:,} steps, so 1cycle has no cycle before its final drop; lower it or leave "
+            "it unset (a tenth of the run)"
+        )
     from dnntrick.schedules import Scheduler
 
     # lr_at never touches the optimizer
     scheduler = Scheduler(schedule, spec.optimizer.lr, steps_per_epoch, spec.epochs, None)  # type: ignore[arg-type]
     good = -1  # the last step seen with a usable lr
-    for step in _candidate_steps(spec, steps_per_epoch, spec.epochs * steps_per_epoch):
+    for step in _candidate_steps(spec, steps_per_epoch, total):
         if _lr_problem(scheduler, step) is None:
             good = step
             continue
@@ -326,5 +333,11 @@ def check_spec(spec: Spec) -> list[str]:
         return []
     check_host_memory(spec, sizes, "cpu" if spec.device == "cpu" else "gpu")
     check_schedule(spec.train, -(-sizes.train // spec.train.batch_size))
+    if spec.data.augment is not None and spec.data.augment.shift >= math.isqrt(sizes.features):
+        side = math.isqrt(sizes.features)
+        raise UsageError(
+            f"data.augment.shift: {spec.data.augment.shift} pixels moves a {side}×{side} image "
+            f"entirely out of view; use at most {side - 1} (a few pixels, e.g. 2)"
+        )
     warning = check_time(spec, sizes, "cpu" if spec.device == "cpu" else "cuda")
     return [warning] if warning else []

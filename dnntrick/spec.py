@@ -731,6 +731,11 @@ class Spec(StrictModel):
                 f"train.schedule.min_lr: {schedule.min_lr:g} is not below the lr ({lr:g}), so a "
                 "plateau would not lower the lr; set min_lr below train.optimizer.lr"
             )
+        if schedule and schedule.name == "cosine" and (schedule.min_lr or 0) > lr:
+            raise ValueError(
+                f"train.schedule.min_lr: {schedule.min_lr:g} is above the lr ({lr:g}), so the "
+                "cosine would raise the lr over the run; set min_lr below train.optimizer.lr"
+            )
         return self
 
     @model_validator(mode="after")
