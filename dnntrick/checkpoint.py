@@ -171,7 +171,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         raise CorruptedError(path, err.strerror or str(err)) from None
     except Exception as err:
         raise CorruptedError(path, _describe(err)) from None
-    if problem := tensor_problem(tensors):
+    if problem := tensor_problem(tensors, mlp=False):
         raise CorruptedError(path, problem)
     return tensors
 

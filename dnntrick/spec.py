@@ -55,7 +55,8 @@ class StrictModel(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _plain_value(cls, value: Any, info: ValidationInfo) -> Any:
-        """What pydantic's lax mode would let through: `true` for a number (it reads as 1),
+        """What pydantic's lax mode would let through: `true` for a number (it reads as 1;
+        0 and 1 for a boolean stay accepted: they are unambiguous),
         integers too large for the RNGs and counts, NUL bytes and endless strings."""
         field = cls.model_fields[info.field_name or ""]
         for item in value if isinstance(value, list) else [value]:
@@ -69,16 +70,10 @@ def _admits_bool(annotation: Any) -> bool:
     return any(_admits_bool(arg) for arg in typing.get_args(annotation))
 
 
-def _only_bool(annotation: Any) -> bool:
-    return annotation is bool or set(typing.get_args(annotation)) == {bool, type(None)}
-
-
 def _check_plain(value: Any, annotation: Any) -> None:
     if isinstance(value, bool):
         if not _admits_bool(annotation):
             raise ValueError(f"expected a number, not {str(value).lower()}")
-    elif _only_bool(annotation) and value is not None:
-        raise ValueError(f"expected true or false (got {value!r})")
     elif isinstance(value, int) and abs(value) > MAX_INT:
         shown = value if abs(value) < 10**20 else f"a {len(str(abs(value)))}-digit number"
         raise ValueError(f"{shown} is too large (at most {MAX_INT})")

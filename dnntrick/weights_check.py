@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 # the MLP's state-dict keys: a block (model.py's names), then a parameter or buffer path
-KEY = re.compile(r"(inputs|hidden[1-9]\d*|outputs)\.[a-z_]+(\.[a-z_]+)*")
+KEY = re.compile(r"(inputs|hidden[1-9]\d*|outputs)(\.\w+)+")
 COUNTERS = ("num_batches_tracked",)  # batch norm's step counter: int64, the only non-float
 
 
@@ -25,12 +25,14 @@ def expected_dtype(key: str) -> torch.dtype:
     return torch.int64 if key.rsplit(".", 1)[-1] in COUNTERS else torch.float32
 
 
-def tensor_problem(tensors: dict[str, Any]) -> str | None:
-    """Names, dtypes and values of an MLP's state dict read from a file."""
+def tensor_problem(tensors: dict[str, Any], mlp: bool = True) -> str | None:
+    """Dtypes of a state dict read from a file; with `mlp` (a transfer source), also the MLP's
+    names and finite values (a checkpoint's names are checked against its model on restore,
+    and non-finite values are the finite watch's to report)."""
     if not tensors:
         return "it holds no tensors"
     for key, value in tensors.items():
-        if not KEY.fullmatch(key):
+        if mlp and not KEY.fullmatch(key):
             shown = key if len(key) <= 60 else key[:60] + "…"
             return (
                 f"tensor {shown!r} is not named layer.param (e.g. hidden1.weight; layers are "
@@ -41,7 +43,7 @@ def tensor_problem(tensors: dict[str, Any]) -> str | None:
         want = expected_dtype(key)
         if value.dtype != want:
             return f"tensor {key} is {_dtype(value.dtype)}, expected {_dtype(want)}"
-        if want.is_floating_point and not bool(torch.isfinite(value).all()):
+        if mlp and want.is_floating_point and not bool(torch.isfinite(value).all()):
             return f"tensor {key} holds NaN or infinite values"
     return None
 
