@@ -41,7 +41,7 @@ class LimitedComposer(yaml.composer.Composer):
         return super().compose_document()
 
     def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
+        event = self.peek_event()  # type: ignore[attr-defined]  # the Parser, mixed in beside
         if isinstance(event, yaml.AliasEvent):
             node = super().compose_node(parent, index)
             size = self._sizes.get(id(node))
