@@ -279,7 +279,8 @@ def load_splits(
         )
 
     def to_tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        xt = torch.from_numpy(np.array(x)).reshape(len(x), -1).to(device)  # copy: cache is mmap'd
+        # copy: the cache is mmap'd; the width spelled out, so an empty split (val_size 0) works
+        xt = torch.from_numpy(np.array(x)).reshape(len(x), int(np.prod(x.shape[1:]))).to(device)
         yt = torch.from_numpy(y.astype(np.int64)).to(device)
         return xt.float().div_(255.0), yt
 

@@ -374,3 +374,12 @@ def test_extra_and_missing_tensors_name_the_layer(
         "shape): hidden1 (bias absent vs [8], scale [784] vs absent). Change model.hidden to "
         "match the source or reuse fewer layers (new model's layers: hidden1, outputs)"
     )
+
+
+def test_a_run_without_a_validation_split_trains(cli, spec: Path, tiny_root: Path, tmp_path: Path):
+    """data.val_size 0 is legal when nothing watches the validation split (it used to crash
+    reshaping the empty split)."""
+    args = [f"data.root={tiny_root}", "data.val_size=0", "train.epochs=1", "-q"]
+    code, out, err = cli("train", str(spec), *args, "--out", str(tmp_path / "runs"))
+    assert code == 0, err
+    assert out.startswith("edge: test_accuracy=")
