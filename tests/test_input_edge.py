@@ -383,3 +383,24 @@ def test_a_run_without_a_validation_split_trains(cli, spec: Path, tiny_root: Pat
     code, out, err = cli("train", str(spec), *args, "--out", str(tmp_path / "runs"))
     assert code == 0, err
     assert out.startswith("edge: test_accuracy=")
+
+
+def test_gpu_memory_is_checked_against_the_device(monkeypatch):
+    """On CUDA the estimate meets torch.cuda.mem_get_info (faked here: no GPU needed)."""
+    import torch
+
+    from dnntrick.errors import UsageError
+    from dnntrick.limits import Sizes, check_start
+    from dnntrick.spec import Spec
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2**30, 80 * 2**30))
+    monkeypatch.setattr("dnntrick.limits.available_ram", lambda: 64 * 2**30)
+    spec = Spec.model_validate({"name": "gpu", "model": {"hidden": [20000, 20000]}})
+    with pytest.raises(UsageError) as info:
+        check_start(spec, Sizes(55_000, 5000, 10_000, 784, 10), "cuda:0")
+    assert str(info.value) == (
+        "the run needs about 5.6 GiB on cuda:0 (parameters 1.5 GiB, gradients 1.5 GiB, a "
+        "batch's activations 19.7 MiB, an evaluation batch 2.2 GiB, data 209.9 MiB) but cuda:0 "
+        "has 1.0 GiB available; use fewer or narrower layers (model.hidden), a smaller "
+        "train.batch_size or train.eval_batch_size, or fewer images (data.train_limit)"
+    )
