@@ -92,11 +92,16 @@ def parse_yaml(text: str, source: str) -> Any:
 def read_spec_file(path: Path) -> dict[str, Any]:
     """The raw mapping in a spec file, with `name` defaulting to the file's stem."""
     source = str(path)
-    if not path.exists():
+    try:
+        exists, folder, regular = path.exists(), path.is_dir(), path.is_file()
+    except OSError as err:  # a name longer than the file system allows
+        source = source if len(source) <= 80 else source[:80] + "…"
+        raise SpecError(f"cannot look it up ({err.strerror}); check the path", source) from None
+    if not exists:
         raise SpecError("no such file; give the path of a spec .yaml file", source)
-    if path.is_dir():
+    if folder:
         raise SpecError("is a folder; give the path of a spec .yaml file", source)
-    if not path.is_file():  # a FIFO or a device (/dev/zero) could be read forever
+    if not regular:  # a FIFO or a device (/dev/zero) could be read forever
         raise SpecError("is not a regular file; give the path of a spec .yaml file", source)
     try:
         with path.open("rb") as handle:

@@ -60,6 +60,14 @@ def layer_of(key: str) -> str:
 def resolve_source(given: str) -> Path:
     """The .safetensors file that `given` names: a file, a run directory, or runs/NAME (the
     newest finished run runs/NAME-<time>/)."""
+    try:
+        return _resolve_source(given)
+    except OSError as err:  # a name longer than the file system allows, a folder not readable
+        shown = given if len(given) <= 80 else given[:80] + "…"
+        raise UsageError(f"transfer.from: {shown}: cannot look it up ({err.strerror})") from None
+
+
+def _resolve_source(given: str) -> Path:
     path = Path(given).expanduser()
     if path.is_dir():
         if not (path / WEIGHTS_FILE).is_file():

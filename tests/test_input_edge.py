@@ -404,3 +404,13 @@ def test_gpu_memory_is_checked_against_the_device(monkeypatch):
         "has 1.0 GiB available; use fewer or narrower layers (model.hidden), a smaller "
         "train.batch_size or train.eval_batch_size, or fewer images (data.train_limit)"
     )
+
+
+def test_a_path_longer_than_the_file_system_allows(cli, tmp_path: Path):
+    long = str(tmp_path / ("a" * 300) / "spec.yaml")
+    assert refused(cli, "check", long) == (
+        f"error: {long[:80]}…: cannot look it up (File name too long); check the path"
+    )
+    assert refused(cli, "train", "--resume", str(tmp_path / ("a" * 300))) == (
+        "error: --resume: cannot look the folder up (File name too long)"
+    )
