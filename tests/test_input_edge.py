@@ -414,3 +414,10 @@ def test_a_path_longer_than_the_file_system_allows(cli, tmp_path: Path):
     assert refused(cli, "train", "--resume", str(tmp_path / ("a" * 300))) == (
         "error: --resume: cannot look the folder up (File name too long)"
     )
+
+
+def test_a_compare_of_a_billion_runs_is_refused_at_once(cli, spec: Path, tmp_path: Path):
+    assert refused(cli, "compare", str(spec), "--seeds", "1000000000", "--out", str(tmp_path)) == (
+        "error: compare: 1 spec(s) × 1000000000 seeds is 1,000,000,000 runs, more than 10,000; "
+        "use fewer --seeds or --vary values"
+    )
