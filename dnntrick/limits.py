@@ -331,6 +331,11 @@ def check_spec(spec: Spec) -> list[str]:
     sizes = nominal_sizes(spec)
     if sizes is None:
         return []
+    if sizes.train == 0:  # the run's load_splits says the same, with the files' own count
+        raise UsageError(
+            f"data.val_size: {spec.data.val_size} leaves no training images (the training set "
+            f"has {NOMINAL[spec.data.dataset][0]:,}); use a smaller value"
+        )
     check_host_memory(spec, sizes, "cpu" if spec.device == "cpu" else "gpu")
     check_schedule(spec.train, -(-sizes.train // spec.train.batch_size))
     if spec.data.augment is not None and spec.data.augment.shift >= math.isqrt(sizes.features):

@@ -421,3 +421,10 @@ def test_a_compare_of_a_billion_runs_is_refused_at_once(cli, spec: Path, tmp_pat
         "error: compare: 1 spec(s) × 1000000000 seeds is 1,000,000,000 runs, more than 10,000; "
         "use fewer --seeds or --vary values"
     )
+
+
+def test_check_knows_the_built_in_data_sets_size(cli, spec: Path):
+    assert refused(cli, "check", str(spec), "data.val_size=60000") == (
+        "error: data.val_size: 60000 leaves no training images (the training set has 60,000); "
+        "use a smaller value"
+    )
