@@ -496,7 +496,10 @@ class MaxNormSpec(StrictModel):
 
 class MCDropoutSpec(StrictModel):
     samples: PositiveInt = Field(
-        100, description="stochastic test passes averaged (dropout on, BN running statistics)"
+        100,
+        le=10_000,
+        description="stochastic test passes averaged (dropout on, BN running statistics); "
+        "each is a pass over the test set",
     )
 
 

@@ -185,6 +185,11 @@ def test_an_override_cannot_nest_endlessly(cli, spec: Path):
         ),
         ('transfer={from: "a\\0b"}', "transfer.from: contains a NUL character"),
         (
+            "train.mc_dropout={samples: 1000000000}",
+            "train.mc_dropout.samples: input should be less than or equal to 10000 "
+            "(got 1000000000)",
+        ),
+        (
             "transfer={from: x, reuse: '" + "(" * 1000 + "'}",
             "transfer.reuse: a regular expression nested too deep to compile",
         ),
