@@ -433,3 +433,18 @@ def test_check_knows_the_built_in_data_sets_size(cli, spec: Path):
         "error: data.val_size: 60000 leaves no training images (the training set has 60,000); "
         "use a smaller value"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--end", "inf"],
+            "--start 1e-05 and --end inf: need 0 < start < end, both finite normal numbers "
+            "(e.g. 1e-5 and 10)",
+        ),
+        (["--steps", "1000000000"], "--steps 1000000000: at most 100,000 (a few hundred is usual)"),
+    ],
+)
+def test_lr_find_range_and_steps_are_bounded(cli, spec: Path, tmp_path: Path, args, message):
+    assert refused(cli, "lr-find", str(spec), *args, "--out", str(tmp_path)) == f"error: {message}"
