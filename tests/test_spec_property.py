@@ -26,7 +26,7 @@ from dnntrick.activations import ACTIVATIONS
 from dnntrick.initializers import INITIALIZERS
 from dnntrick.optimizers import OPTIMIZERS
 from dnntrick.schedules import SCHEDULES
-from dnntrick.spec import MAX_INT, Spec
+from dnntrick.spec import Spec
 
 NAMES = {
     "activation": sorted(ACTIVATIONS),
@@ -34,6 +34,7 @@ NAMES = {
     "optimizer": sorted(OPTIMIZERS),
     "schedule": sorted(SCHEDULES),
 }
+MAX_INT = 2**32 - 1  # spec.MAX_INT: the largest count or seed
 NASTY_FLOATS = [0.0, -0.0, -1.0, 1e-320, 5e-324, 1e-300, 1e300, 1.7e308, "inf", "-inf", "nan"]
 NASTY_INTS = [0, -1, 1, 2, MAX_INT, MAX_INT + 1, 2**63, 2**64, -(2**63) - 1, 10**30]
 NASTY_TEXT = ["", "\x00", "a\x00b", "../../x", "/etc", "x" * 5000, "é", " ", "~", "null", "*"]
