@@ -159,18 +159,21 @@ class Run:
 
 def _preprocessing(run_dir: Path) -> dict[str, Any]:
     """The run's preprocessing.safetensors as Run fields (absent: pixels /255, no standardize)."""
+    from safetensors import SafetensorError, safe_open
+
     from dnntrick.training.rundir import PREPROCESSING
 
     path = run_dir / PREPROCESSING
     if not path.is_file():
         return {}
-    from dnntrick.training.checkpoint import read_weights
-
-    tensors = read_weights(path)
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        divisor = float((f.metadata() or {}).get("divisor", 255.0))
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            divisor = float((f.metadata() or {}).get("divisor", 255.0))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UsageError(f"{path}: not a readable preprocessing file ({err})") from None
+    if set(tensors) not in (set(), {"mean", "std"}):
+        raise UsageError(f"{path}: expected tensors mean and std, found {sorted(tensors)}")
     return {"divisor": divisor, "mean": tensors.get("mean"), "std": tensors.get("std")}
 
 

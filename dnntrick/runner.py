@@ -96,6 +96,8 @@ def run_spec(
         run.restore_metrics(loaded.state["result"]["history"])
         reporter.message(f"resuming {loaded.path} ({loaded.describe()})")
     logs.open(run.path, run.rows)  # metrics.csv, tensorboard/ (train.log), from the same rows
+    for line in built.warnings:  # start-up warnings (a run of days, a batch beyond the data)
+        reporter.message(line)
     reporter.start(spec.name, _header(built))
     fitted, diagnosis = train_built(built, run, reporter, spec_yaml, loaded, logs)
     summary = summarize(built, fitted, started, source, overrides)

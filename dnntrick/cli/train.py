@@ -49,7 +49,11 @@ def train(
         if spec is not None and "=" in spec.name and not spec.exists():  # an override, not a file
             overrides.insert(0, str(spec))
             spec = None
-        if not (resume / "spec.yaml").is_file():
+        try:
+            is_run = (resume / "spec.yaml").is_file()
+        except OSError as err:  # a name longer than the file system allows
+            raise UsageError(f"--resume: cannot look the folder up ({err.strerror})") from None
+        if not is_run:
             raise UsageError(f"--resume {resume}: not a run directory (no spec.yaml)")
         spec = spec or resume / "spec.yaml"
     elif spec is None:

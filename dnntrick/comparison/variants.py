@@ -156,11 +156,24 @@ def spec_params(spec: Spec) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if k not in HIDDEN_KEYS}
 
 
+MAX_RUNS = 10_000  # runs one compare may start (a grid of 100 × 100 at 1 seed)
+
+
 def expand_specs(
     paths: list[str], overrides: list[str], grid: list[tuple[str, list[str]]], seeds: int
 ) -> list[Variant]:
     """One variant per spec file × grid point, each with `seeds` specs (shared seed list)."""
     from dnntrick.spec.config import apply_overrides, read_spec_file, validate
+
+    runs = len(paths) * math.prod(len(vs) for _, vs in grid) * seeds
+    if runs > MAX_RUNS:  # before a single spec is built: 10^9 seeds would never finish
+        sizes = " × ".join(
+            [f"{len(paths)} spec(s)", *(f"{len(vs)} {k}" for k, vs in grid), f"{seeds} seeds"]
+        )
+        raise UsageError(
+            f"compare: {sizes} is {runs:,} runs, more than {MAX_RUNS:,}; use fewer --seeds or "
+            "--vary values"
+        )
 
     raw: list[tuple[str, dict[str, Any] | DnntrickError]] = []
     for path in paths:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,11 +84,19 @@ def first_divergence(losses: list[float]) -> int | None:
     return None
 
 
+MAX_STEPS = 100_000  # the book's test is a few hundred steps; 10^9 would never end
+
+
 def check_range(start: float, end: float, steps: int) -> None:
-    if not 0 < start < end:
-        raise UsageError(f"--start {start:g} and --end {end:g}: need 0 < start < end")
+    if not 0 < start < end or not math.isfinite(end) or start < sys.float_info.min:
+        raise UsageError(
+            f"--start {start:g} and --end {end:g}: need 0 < start < end, both finite normal "
+            "numbers (e.g. 1e-5 and 10)"
+        )
     if steps < 10:
         raise UsageError(f"--steps {steps}: need at least 10 steps")
+    if steps > MAX_STEPS:
+        raise UsageError(f"--steps {steps}: at most {MAX_STEPS:,} (a few hundred is usual)")
 
 
 def lr_range_test(

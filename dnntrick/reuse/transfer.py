@@ -29,6 +29,7 @@ from dnntrick.training.build import Prepared
 from dnntrick.training.lr import set_lr
 from dnntrick.training.model import eval_mode
 from dnntrick.training.report import Reporter
+from dnntrick.training.weights_check import tensor_problem
 
 WEIGHTS_FILE = "model.safetensors"
 RUN_SUFFIX = r"-(\d{8}-\d{6})(?:-(\d+))?"  # rundir.make_run_dir's <name>-<time>[-k]
@@ -61,6 +62,14 @@ def layer_of(key: str) -> str:
 def resolve_source(given: str) -> Path:
     """The .safetensors file that `given` names: a file, a run directory, or runs/NAME (the
     newest finished run runs/NAME-<time>/)."""
+    try:
+        return _resolve_source(given)
+    except OSError as err:  # a name longer than the file system allows, a folder not readable
+        shown = given if len(given) <= 80 else given[:80] + "…"
+        raise UsageError(f"transfer.from: {shown}: cannot look it up ({err.strerror})") from None
+
+
+def _resolve_source(given: str) -> Path:
     path = Path(given).expanduser()
     if path.is_dir():
         if not (path / WEIGHTS_FILE).is_file():
@@ -103,8 +112,17 @@ def load_source(given: str) -> Source:
         raise UsageError(
             f"transfer.from: {path} is not a readable safetensors file ({err})"
         ) from None
+    except Exception as err:  # a dtype torch lacks, a header safetensors half-accepts
+        raise UsageError(
+            f"transfer.from: {path} is not a readable safetensors file ({type(err).__name__}: "
+            f"{' '.join(str(err).split())[:120]})"
+        ) from None
     if not state:
         raise UsageError(f"transfer.from: {path} holds no tensors")
+    if problem := tensor_problem(state):
+        raise UsageError(
+            f"transfer.from: {path}: {problem}; give the model.safetensors of a dnntrick run"
+        )
     return Source(path, hashlib.sha256(raw).hexdigest(), state)
 
 

@@ -15,16 +15,31 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from dnntrick.errors import SpecError, UsageError
-from dnntrick.spec.schema import Spec, suggest
+from dnntrick.errors import SpecError, UsageError, suggest
+from dnntrick.spec.schema import Spec
+from dnntrick.spec.yaml_limits import (
+    MAX_BYTES,
+    MAX_DEPTH,
+    LimitedComposer,
+    LimitError,
+    limit_loader,
+)
 
 
-class StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys."""
+class StrictLoader(LimitedComposer, yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys, non-scalar keys, non-plain tags, and documents
+    nested too deep or expanding too many aliases (yaml_limits)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, Any] = {}
         for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    "a key must be a plain name, not a list or mapping",
+                    key_node.start_mark,
+                )
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
@@ -45,12 +60,22 @@ StrictLoader.add_implicit_resolver(
     ),
     list("-+0123456789."),
 )
+limit_loader(StrictLoader)
 
 
 def parse_yaml(text: str, source: str) -> Any:
     """Parse YAML text strictly; a syntax error, duplicate key or Python tag is a SpecError."""
     try:
         return yaml.load(text, Loader=StrictLoader)
+    except LimitError as err:
+        where = f"line {err.mark.line + 1}, column {err.mark.column + 1}: " if err.mark else ""
+        raise SpecError(f"{where}{err.problem}", source) from None
+    except yaml.reader.ReaderError as err:  # a control character, e.g. NUL
+        raise SpecError(
+            f"character {err.position + 1}: {err.reason} (code {err.character!r}); "
+            "a spec is plain text",
+            source,
+        ) from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -62,18 +87,37 @@ def parse_yaml(text: str, source: str) -> Any:
             )
         raise SpecError(f"{where}{problem}", source) from None
     except yaml.YAMLError as err:
-        raise SpecError(f"not valid YAML: {err}", source) from None
+        raise SpecError(f"not valid YAML: {' '.join(str(err).split())}", source) from None
+    except ValueError as err:  # an integer of more than 4300 digits
+        reason = str(err).split(":")[0]
+        raise SpecError(
+            f"a value cannot be read ({reason}); use a smaller number", source
+        ) from None
 
 
 def read_spec_file(path: Path) -> dict[str, Any]:
     """The raw mapping in a spec file, with `name` defaulting to the file's stem."""
     source = str(path)
-    if not path.exists():
-        raise SpecError("no such file; give the path of a spec .yaml file", source)
-    if path.is_dir():
-        raise SpecError("is a folder; give the path of a spec .yaml file", source)
     try:
-        text = path.read_text(encoding="utf-8")
+        exists, folder, regular = path.exists(), path.is_dir(), path.is_file()
+    except OSError as err:  # a name longer than the file system allows
+        source = source if len(source) <= 80 else source[:80] + "…"
+        raise SpecError(f"cannot look it up ({err.strerror}); check the path", source) from None
+    if not exists:
+        raise SpecError("no such file; give the path of a spec .yaml file", source)
+    if folder:
+        raise SpecError("is a folder; give the path of a spec .yaml file", source)
+    if not regular:  # a FIFO or a device (/dev/zero) could be read forever
+        raise SpecError("is not a regular file; give the path of a spec .yaml file", source)
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise SpecError(
+                f"the file is larger than {MAX_BYTES // 1024} KiB; a spec is a few kilobytes",
+                source,
+            )
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
         reason = getattr(err, "strerror", None) or str(err)
         raise SpecError(
@@ -101,6 +145,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     data = copy.deepcopy(data)
     for item in overrides:
         key, sep, text = item.partition("=")
+        if key.count(".") >= MAX_DEPTH:
+            raise UsageError(f"override {key[:60]!r}…: nested more than {MAX_DEPTH} keys deep")
         if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_0-9][\w]*)*", key):
             raise UsageError(
                 f"override {item!r} is not KEY=VALUE with a dotted key, e.g. train.epochs=5"
@@ -154,7 +200,8 @@ def format_error(error: Any) -> str:
         return message
     got = ""
     if kind not in ("missing", "value_error") and "input" in error:
-        got = f" (got {error['input']!r})"
+        shown = repr(error["input"])  # a 1000-item list or a 4 kB string: its start
+        got = f" (got {shown[:80] + '…' if len(shown) > 80 else shown})"
     return f"{path}: {message}{got}"
 
 

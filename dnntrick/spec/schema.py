@@ -7,6 +7,7 @@ that differ between the book's frameworks (TF1/Keras) and PyTorch say which conv
 from __future__ import annotations
 
 import re
+import typing
 from typing import Any, Literal
 
 from pydantic import (
@@ -39,6 +40,9 @@ OWN_FIELDS = {  # DataSpec field: (the datasets it applies to, their name in the
     "label": (("csv",), "csv"),
 }
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+MAX_INT = 2**32 - 1  # every count and the seed (numpy's and torch's RNGs all take it)
+MAX_TEXT = 4096  # characters of any string (a path, a regex); PATH_MAX on Linux
+MAX_LAYERS = 1000
 
 
 def unknown(kind: str, name: str, choices: Any) -> ValueError:
@@ -48,7 +52,39 @@ def unknown(kind: str, name: str, choices: Any) -> ValueError:
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `.nan` and `.inf` are refused in every float field
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_value(cls, value: Any, info: ValidationInfo) -> Any:
+        """What pydantic's lax mode would let through: `true` for a number (it reads as 1;
+        0 and 1 for a boolean stay accepted: they are unambiguous),
+        integers too large for the RNGs and counts, NUL bytes and endless strings."""
+        field = cls.model_fields[info.field_name or ""]
+        for item in value if isinstance(value, list) else [value]:
+            _check_plain(item, field.annotation)
+        return value
+
+
+def _admits_bool(annotation: Any) -> bool:
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_admits_bool(arg) for arg in typing.get_args(annotation))
+
+
+def _check_plain(value: Any, annotation: Any) -> None:
+    if isinstance(value, bool):
+        if not _admits_bool(annotation):
+            raise ValueError(f"expected a number, not {str(value).lower()}")
+    elif isinstance(value, int) and abs(value) > MAX_INT:
+        shown = value if abs(value) < 10**20 else f"a {len(str(abs(value)))}-digit number"
+        raise ValueError(f"{shown} is too large (at most {MAX_INT})")
+    elif isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("contains a NUL character")
+        if len(value) > MAX_TEXT:
+            raise ValueError(f"is {len(value):,} characters long (at most {MAX_TEXT:,})")
 
 
 def _name_to_mapping(value: Any) -> Any:
@@ -169,6 +205,15 @@ class ActivationSpec(StrictModel):
             {"alpha", "lower", "upper"},
             set(ACTIVATIONS[self.name].args),
         )
+        if self.name == "rrelu":
+            defaults = {k: default for k, (_, default) in ACTIVATIONS["rrelu"].args.items()}
+            lower = self.lower if self.lower is not None else defaults["lower"]
+            upper = self.upper if self.upper is not None else defaults["upper"]
+            if lower > upper:
+                raise ValueError(
+                    f"rrelu's lower slope bound {lower:g} is above its upper bound {upper:g}; "
+                    "swap them (default lower 1/8, upper 1/3)"
+                )
         return self
 
     @property
@@ -269,6 +314,7 @@ class DropoutSpec(StrictModel):
 class ModelSpec(StrictModel):
     hidden: list[PositiveInt] = Field(
         default_factory=lambda: [300, 100],
+        max_length=MAX_LAYERS,
         description="units of each hidden layer, input side first",
     )
     activation: ActivationSpec = Field(default_factory=lambda: ActivationSpec(name="relu"))
@@ -293,8 +339,11 @@ OPTIMIZER_FIELDS = (
 class OptimizerSpec(StrictModel):
     name: str = Field("sgd", description="the optimizer (choices below)")
     lr: PositiveFloat = Field(0.01, description="the learning rate (lr0 of a schedule)")
-    momentum: NonNegativeFloat | None = Field(
-        None, description="momentum/nesterov (default 0.9); rmsprop (default 0)"
+    momentum: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="momentum/nesterov (default 0.9); rmsprop (default 0); 1 would never forget",
     )
     beta1: float | None = Field(None, ge=0, lt=1, description="Adam family β1 (default 0.9)")
     beta2: float | None = Field(None, ge=0, lt=1, description="Adam family β2 (default 0.999)")
@@ -330,6 +379,8 @@ class OptimizerSpec(StrictModel):
         _check_args(
             "optimizer", self.name, self, set(OPTIMIZER_FIELDS), set(OPTIMIZERS[self.name].args)
         )
+        if self.name == "nesterov" and self.momentum == 0:
+            raise ValueError("nesterov needs a momentum above 0 (e.g. 0.9); or use sgd")
         return self
 
 
@@ -481,7 +532,10 @@ class MaxNormSpec(StrictModel):
 
 class MCDropoutSpec(StrictModel):
     samples: PositiveInt = Field(
-        100, description="stochastic test passes averaged (dropout on, BN running statistics)"
+        100,
+        le=10_000,
+        description="stochastic test passes averaged (dropout on, BN running statistics); "
+        "each is a pass over the test set",
     )
 
 
@@ -598,6 +652,8 @@ class TransferSpec(StrictModel):
                 re.compile(value)
             except re.error as err:
                 raise ValueError(f"not a regular expression ({err})") from None
+            except RecursionError:  # 1000 nested groups
+                raise ValueError("a regular expression nested too deep to compile") from None
         return value
 
     @model_validator(mode="after")
@@ -651,7 +707,7 @@ class Spec(StrictModel):
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value):
+        if not re.fullmatch(r"auto|cpu|cuda(:(0|[1-9]\d{0,3}))?|mps", value):
             raise ValueError(
                 f"unknown device {value!r}{suggest(value, ['auto', 'cpu', 'cuda'])} "
                 "(choices: auto, cpu, cuda, cuda:N)"
@@ -709,6 +765,28 @@ class Spec(StrictModel):
             raise ValueError(
                 "train.cuda_graphs: augmentation draws new random numbers per batch outside a "
                 "captured step; set data.augment: null or train.cuda_graphs: false"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _validation_needed(self) -> Spec:
+        stopping = self.train.early_stopping
+        if stopping is not None and self.data.val_size == 0:
+            raise ValueError(
+                f"train.early_stopping: watches {stopping.monitor}, but data.val_size is 0; "
+                "hold out validation images (e.g. data.val_size: 5000) or remove early_stopping"
+            )
+        schedule = self.train.schedule
+        lr = self.train.optimizer.lr
+        if schedule and schedule.name == "performance" and (schedule.min_lr or 0) >= lr:
+            raise ValueError(
+                f"train.schedule.min_lr: {schedule.min_lr:g} is not below the lr ({lr:g}), so a "
+                "plateau would not lower the lr; set min_lr below train.optimizer.lr"
+            )
+        if schedule and schedule.name == "cosine" and (schedule.min_lr or 0) > lr:
+            raise ValueError(
+                f"train.schedule.min_lr: {schedule.min_lr:g} is above the lr ({lr:g}), so the "
+                "cosine would raise the lr over the run; set min_lr below train.optimizer.lr"
             )
         return self
 

@@ -17,6 +17,7 @@ import torch
 
 from dnntrick.data.datasets import Splits, load_splits
 from dnntrick.errors import UsageError
+from dnntrick.spec.limits import Sizes, check_start
 from dnntrick.spec.schema import Spec
 from dnntrick.training import distributed
 from dnntrick.training.guard import set_determinism
@@ -56,6 +57,7 @@ class Built:
     optimizer: torch.optim.Optimizer | None  # None when built for a probe (no training)
     generator: torch.Generator  # the data order: its own stream, seeded by spec.seed
     augment: Augmenter | None
+    warnings: list[str] = field(default_factory=list)  # start-up warnings, for the reporter
 
 
 def resolve_device(name: str) -> torch.device:
@@ -95,6 +97,10 @@ def build(
         )
     torch.manual_seed(spec.seed)  # weights (and any dropout) draw from torch's global RNG
     data = load_splits(spec.data, device, arrays)
+    sizes = Sizes(
+        len(data.x_train), len(data.x_val), len(data.x_test), data.in_features, data.n_classes
+    )
+    warnings = check_start(spec, sizes, str(device))  # memory, time, lr: before allocating
     model = build_model(spec.model, data.in_features, data.n_classes).to(device)
     prepared = prepare(spec, model, data, reporter or Reporter()) if prepare and train else None
     prepared = prepared or Prepared(model, data)
@@ -108,4 +114,4 @@ def build(
     augment = build_augmenter(
         spec.data.augment, data.in_features, spec.seed, device, data.pixel_mean, data.pixel_std
     )
-    return Built(spec, device, data, model, prepared, optimizer, generator, augment)
+    return Built(spec, device, data, model, prepared, optimizer, generator, augment, warnings)

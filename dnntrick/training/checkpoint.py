@@ -40,6 +40,7 @@ from dnntrick.errors import (
     WriteError,
 )
 from dnntrick.training.rundir import atomic_write, versions
+from dnntrick.training.weights_check import state_problem, tensor_problem
 
 FORMAT = 1
 FOLDER = "checkpoints"
@@ -152,6 +153,8 @@ def read_state(path: Path) -> dict[str, Any]:
         raise CorruptedError(path, _describe(err)) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CorruptedError(path, "not a dnntrick checkpoint (format field missing)")
+    if problem := state_problem(state):
+        raise CorruptedError(path, problem)
     return state
 
 
@@ -163,11 +166,14 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         data = path.read_bytes()
         if not data:
             raise ValueError("the file is empty")
-        return load(data)
+        tensors = load(data)
     except OSError as err:
         raise CorruptedError(path, err.strerror or str(err)) from None
     except Exception as err:
         raise CorruptedError(path, _describe(err)) from None
+    if problem := tensor_problem(tensors, mlp=False):
+        raise CorruptedError(path, problem)
+    return tensors
 
 
 # ---- the checkpoint folder ----
@@ -342,13 +348,18 @@ class Checkpointer:
             for key, obj in parts.items():
                 if key != "model" and obj is not None and key in state["parts"]:
                     obj.load_state_dict(state["parts"][key])
-        except (RuntimeError, KeyError, ValueError) as err:
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
             first = " ".join(str(err).split())[:200]
             raise UsageError(
                 f"{loaded.path}: the checkpoint does not fit this spec's model/optimizer ({first})"
             ) from None
-        generator.set_state(state["order_rng"])
-        set_rng_state(state["rng"])
+        try:  # read_state checked the types; the lengths are the generators' to check
+            generator.set_state(state["order_rng"])
+            set_rng_state(state["rng"])
+        except (RuntimeError, TypeError, ValueError) as err:
+            raise CorruptedError(
+                loaded.path, f"an RNG state is damaged ({_describe(err)})"
+            ) from None
         for field, value in state["result"].items():
             setattr(result, field, value)
         return loaded.position

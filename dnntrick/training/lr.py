@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from dnntrick.spec.schema import ScheduleSpec
-from dnntrick.tricks.schedules import SCHEDULES, Args, Clock
+from dnntrick.tricks.schedules import SCHEDULES, Args, lr_at
 
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
@@ -58,10 +58,10 @@ class Scheduler:
 
     def lr_at(self, step: int) -> float:
         """The lr of global step `step` (0-based), without setting it."""
-        if self.rate is None or self.args is None:
+        if self.spec is None:
             return self.current
-        clock = Clock(step, step // self.steps_per_epoch, self.steps_per_epoch, self.epochs)
-        return self.rate(self.args, clock)
+        lr = lr_at(self.spec, self.lr0, step, self.steps_per_epoch, self.epochs)
+        return self.current if lr is None else lr
 
     def epoch_lrs(self, first: int, steps: int) -> list[float]:
         """The lr of each of the `steps` steps from global step `first` (host floats)."""

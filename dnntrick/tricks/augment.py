@@ -115,8 +115,18 @@ def build_augmenter(
     """The augmenter of a spec (None when augmentation is off) for square images of in_features."""
     if spec is None:
         return None
+    from dnntrick.errors import UsageError
+
     side = math.isqrt(in_features)
     if side * side != in_features:
-        raise ValueError(f"augmentation needs square images (got {in_features} features)")
+        raise UsageError(
+            f"data.augment: needs square images (got {in_features} features); "
+            "set data.augment: null"
+        )
+    if spec.shift >= side:
+        raise UsageError(
+            f"data.augment.shift: {spec.shift} pixels moves a {side}×{side} image entirely out "
+            f"of view; use at most {side - 1} (a few pixels, e.g. 2)"
+        )
     # its own stream: a seed offset keeps it apart from the data-order generator
     return Augmenter(spec, side, seed + 1_000_003, device, mean, std)

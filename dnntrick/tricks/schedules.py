@@ -112,3 +112,12 @@ SCHEDULES: dict[str, Schedule] = {
     "one_cycle": Schedule(one_cycle, {"start_lr": None, "final_lr": None, "final_steps": None}),
     "cosine": Schedule(cosine, {"warmup": 0, "min_lr": 0.0, "unit": "step"}),
 }
+
+
+def lr_at(spec: Any, lr0: float, step: int, steps_per_epoch: int, epochs: int) -> float | None:
+    """The lr of global step `step` (0-based) under schedule `spec` (a ScheduleSpec) starting
+    from lr0; None for a schedule that changes the lr only at epoch ends (performance)."""
+    rate = SCHEDULES[spec.name].rate
+    if rate is None:
+        return None
+    return rate(Args(spec, lr0), Clock(step, step // steps_per_epoch, steps_per_epoch, epochs))
