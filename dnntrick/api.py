@@ -103,7 +103,8 @@ class Run:
         """Loss and accuracy by epoch (training and validation); Jupyter shows it inline."""
         from dnntrick.comparison.plots import curves_figure
 
-        return _inline(curves_figure(self.history, f"{self.spec.name}: learning curves"))
+        title = f"{self.spec.name}: learning curves"
+        return _inline(curves_figure(self.history, title, self.summary))
 
     def inputs(self, x: Any) -> torch.Tensor:
         """Raw inputs [N, ...] (as the training data came: e.g. uint8 pixels) → the model's

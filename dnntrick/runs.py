@@ -9,7 +9,6 @@ written when Ctrl-C/SIGTERM or a non-finite loss stopped it; resumable from its 
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import time
@@ -20,7 +19,7 @@ from typing import Any
 import yaml
 
 from dnntrick.errors import UsageError
-from dnntrick.training.rundir import STOPPED, atomic_write
+from dnntrick.training.rundir import STOPPED
 
 STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")  # rundir.make_run_dir's <name>-<time>[-k]
 
@@ -183,34 +182,9 @@ def show_run(run_dir: Path) -> dict[str, Any]:
 
 
 def plot_curves(shown: dict[str, Any], path: Path) -> None:
-    """Loss and accuracy against epoch (train and validation; the test accuracy as a dashed
-    line when the run finished) as a PNG at `path` (matplotlib's Agg backend)."""
-    import matplotlib
+    """Loss and accuracy against epoch (train and validation; the test figures as a dotted line
+    when the run finished) as a PNG at `path`."""
+    from dnntrick.comparison.plots import curves_figure, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    history = shown["history"]
-    epochs = [row["epoch"] for row in history]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110, constrained_layout=True)
-    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-        for split, style in (("train", "-"), ("val", "--")):
-            values = [row.get(f"{split}_{metric}") for row in history]
-            if any(v is not None for v in values):
-                ax.plot(epochs, values, style, marker="o", markersize=3, label=split)
-        test = (shown["summary"] or {}).get(f"test_{metric}")
-        if isinstance(test, int | float):
-            ax.axhline(test, color="grey", linestyle=":", label=f"test {test:.4g}")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.set_title(metric)
-        ax.grid(True, alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small")
-    fig.suptitle(f"{shown['name']} ({shown['status']}): {Path(shown['run_dir']).name}")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    atomic_write(path, buffer.getvalue())
+    title = f"{shown['name']} ({shown['status']}): {Path(shown['run_dir']).name}"
+    save_png(curves_figure(shown["history"], title, shown["summary"]), path)

@@ -75,22 +75,31 @@ def comparison_figure(variants: list[Variant], title: str) -> Figure:
     return fig
 
 
-def curves_figure(history: list[dict[str, Any]], title: str) -> Figure:
-    """One run's learning curves: loss and accuracy by epoch, training and validation."""
+def curves_figure(
+    history: list[dict[str, Any]], title: str, summary: dict[str, Any] | None = None
+) -> Figure:
+    """One run's learning curves: loss and accuracy by epoch, training and validation, and the
+    test loss/accuracy as a dotted line when `summary` has them (a finished run)."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(11, 4.2), dpi=110, constrained_layout=True)
     epochs = [row["epoch"] for row in history]
     for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy"), strict=True):
-        for split in ("train", "val"):
+        for split, style in (("train", "-"), ("val", "--")):
             values = [row.get(f"{split}_{metric}") for row in history]
-            ax.plot(epochs, values, marker="o", markersize=3, label=split)
+            if any(v is not None for v in values):
+                ax.plot(epochs, values, style, marker="o", markersize=3, label=split)
+        test = (summary or {}).get(f"test_{metric}")
+        if isinstance(test, int | float):
+            ax.axhline(test, color="grey", linestyle=":", label=f"test {test:.4g}")
         ax.set_title(metric)
         ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
         ax.grid(True, alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize="small")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
     fig.suptitle(title)
     return fig
 
