@@ -211,7 +211,8 @@ def test_numbers_and_names_out_of_range_are_refused(cli, spec: Path, override: s
 
 def test_a_model_that_cannot_fit_in_ram_is_refused_by_check(cli, spec: Path, monkeypatch):
     monkeypatch.setattr("dnntrick.spec.limits.available_ram", lambda: 16 * 2**30)
-    assert refused(cli, "check", str(spec), "model.hidden=[1000000000]") == (
+    # on a GPU the model is still built in RAM first (device=cuda: the same on every machine)
+    assert refused(cli, "check", str(spec), "model.hidden=[1000000000]", "device=cuda") == (
         "error: the model's 795,000,000,010 parameters (2,961.6 GiB) and the data (209.4 MiB) "
         "are built in RAM first, which has 16.0 GiB available; use fewer or narrower layers "
         "(model.hidden)"
@@ -234,7 +235,7 @@ def test_a_batch_that_cannot_fit_is_refused_with_the_estimate(
 
 
 def test_a_run_of_years_is_refused_and_one_of_days_warned(cli, spec: Path):
-    assert refused(cli, "check", str(spec), "train.epochs=1000000000") == (
+    assert refused(cli, "check", str(spec), "train.epochs=1000000000", "device=cuda") == (
         "error: train.epochs: 1,000,000,000 epochs of 55,000 images with 266,610 parameters "
         "would take about 3.7 years on cuda (a rough estimate); lower train.epochs or the "
         "model's size"

@@ -327,8 +327,8 @@ def check_start(spec: Spec, sizes: Sizes, device: str) -> list[str]:
 
 def check_spec(spec: Spec) -> list[str]:
     """The checks `dnntrick check` can make without torch or the data: with the built-in data
-    sets' nominal sizes, against this machine's RAM; assumes a GPU's speed for device auto/cuda
-    (the run itself checks again on its real device and data)."""
+    sets' nominal sizes, against this machine's RAM, at the speed of the spec's device type (auto:
+    a GPU if the driver lists one); the run itself checks again on its real device and data."""
     sizes = nominal_sizes(spec)
     if sizes is None:
         return []
@@ -337,7 +337,8 @@ def check_spec(spec: Spec) -> list[str]:
             f"data.val_size: {spec.data.val_size} leaves no training images (the training set "
             f"has {NOMINAL[spec.data.dataset][0]:,}); use a smaller value"
         )
-    check_host_memory(spec, sizes, "cpu" if spec.device == "cpu" else "gpu")
+    device = _device_type(spec.device)
+    check_host_memory(spec, sizes, "cpu" if device == "cpu" else "gpu")
     check_schedule(spec.train, -(-sizes.train // spec.train.batch_size))
     if spec.data.augment is not None and spec.data.augment.shift >= math.isqrt(sizes.features):
         side = math.isqrt(sizes.features)
@@ -345,5 +346,14 @@ def check_spec(spec: Spec) -> list[str]:
             f"data.augment.shift: {spec.data.augment.shift} pixels moves a {side}×{side} image "
             f"entirely out of view; use at most {side - 1} (a few pixels, e.g. 2)"
         )
-    warning = check_time(spec, sizes, "cpu" if spec.device == "cpu" else "cuda")
+    warning = check_time(spec, sizes, device)
     return [warning] if warning else []
+
+
+def _device_type(name: str) -> str:
+    """The spec's device type without importing torch: `auto` is cuda when the NVIDIA driver
+    lists a GPU (/proc/driver/nvidia/gpus), else cpu."""
+    if name != "auto":
+        return name.split(":")[0]
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return "cuda" if gpus.is_dir() and any(gpus.iterdir()) else "cpu"
