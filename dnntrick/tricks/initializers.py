@@ -3,7 +3,10 @@
 Variance scaling (Glorot, He, LeCun) draws W with Var(W) = scale / fan, where fan is fan_in,
 fan_out or their average (fan_avg). Normal forms are plain (untruncated) normals with
 std = sqrt(scale / fan), as PyTorch's kaiming_normal_; uniform forms use the limit
-sqrt(3 * scale / fan). Biases start at zero (the TF/Keras convention), except `torch_default`,
+sqrt(3 * scale / fan). Truncated forms (`*_truncated_normal`) are Keras' VarianceScaling with
+distribution="truncated_normal" (what Keras' he_normal, lecun_normal and glorot_normal draw):
+a normal with std = sqrt(scale / fan) / TRUNCATION_STD_FACTOR cut at +-2 of that std, so that
+Var(W) is still scale / fan. Biases start at zero (the TF/Keras convention), except `torch_default`,
 which keeps nn.Linear's own kaiming_uniform(a=sqrt(5)) weights and fan-in uniform biases.
 """
 
@@ -17,7 +20,9 @@ if TYPE_CHECKING:
     import torch
 
 Mode = Literal["fan_in", "fan_avg", "fan_out"]
-Distribution = Literal["normal", "uniform"]
+Distribution = Literal["normal", "uniform", "truncated_normal"]
+# The std of a unit normal truncated at +-2: Keras divides the std by it (VarianceScaling).
+TRUNCATION_STD_FACTOR = 0.87962566103423978
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,10 @@ INITIALIZERS: dict[str, Initializer] = {
     "he_normal": _vs(2.0, "fan_in", "normal"),
     "lecun_uniform": _vs(1.0, "fan_in", "uniform"),
     "lecun_normal": _vs(1.0, "fan_in", "normal"),
+    # Keras' he_normal / lecun_normal / glorot_normal: truncated at 2 std, variance kept.
+    "glorot_truncated_normal": _vs(1.0, "fan_avg", "truncated_normal"),
+    "he_truncated_normal": _vs(2.0, "fan_in", "truncated_normal"),
+    "lecun_truncated_normal": _vs(1.0, "fan_in", "truncated_normal"),
     "normal": Initializer(
         "normal"
     ),  # N(0, std²), std from the spec (default 1: the book's counter-example)
@@ -62,7 +71,11 @@ AUTO_BY_FAMILY = {
 
 
 def init_std(name: str, fan_in: int, fan_out: int, mode: Mode | None = None) -> float:
-    """The standard deviation that variance-scaling initializer `name` gives the weights."""
+    """The standard deviation that variance-scaling initializer `name` gives the weights.
+
+    For the truncated forms this is the std of the drawn (truncated) values, sqrt(scale / fan);
+    the normal they are cut from has std `init_std(...) / TRUNCATION_STD_FACTOR`.
+    """
     entry = INITIALIZERS[name]
     mode = mode or entry.mode
     fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
@@ -82,6 +95,9 @@ def init_weight(
             sd = init_std(name, fan_in, fan_out, mode)
             if entry.distribution == "normal":
                 weight.normal_(0.0, sd)
+            elif entry.distribution == "truncated_normal":
+                base = sd / TRUNCATION_STD_FACTOR  # std before the cut
+                torch.nn.init.trunc_normal_(weight, 0.0, base, -2.0 * base, 2.0 * base)
             else:
                 limit = math.sqrt(3.0) * sd
                 weight.uniform_(-limit, limit)

@@ -111,6 +111,8 @@ def test_auto_init_follows_the_books_table(activation: str, expected: float):
 
 def test_every_initializer_is_tested():
     tested = set(VARIANCE) | {"normal", "orthogonal", "torch_default", "auto"}
+    # the *_truncated_normal forms: tests/test_initializers_truncated.py
+    tested |= {"glorot_truncated_normal", "he_truncated_normal", "lecun_truncated_normal"}
     assert tested == set(INITIALIZERS)
 
 
