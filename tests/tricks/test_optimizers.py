@@ -104,7 +104,7 @@ CASES: dict[str, tuple[dict, Callable[[float, float, dict], float]]] = {
     "momentum": ({"momentum": 0.5}, momentum),
     "nesterov": ({"momentum": 0.5}, nesterov),
     "adagrad": ({"initial_accumulator": 0.1, "eps": 0.05}, adagrad),
-    # the seed's TF1 RMSProp: decay 0.9, momentum 0.9, eps 1e-10
+    # the book's TF1 RMSProp: decay 0.9, momentum 0.9, eps 1e-10
     "rmsprop": ({"rho": 0.9, "momentum": 0.9, "eps": 1e-10}, rmsprop),
     "adam": (ADAM_ARGS, adam),
     "adamax": (ADAM_ARGS, adamax),
