@@ -43,7 +43,6 @@ def comparison_figure(variants: list[Variant], title: str) -> Figure:
     Figure made without pyplot: no backend is switched, and Jupyter shows it inline)."""
     from matplotlib import rcParams
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(12, 4.8), dpi=110, constrained_layout=True)
     axes = fig.subplots(1, 2)
@@ -64,13 +63,7 @@ def comparison_figure(variants: list[Variant], title: str) -> Figure:
             else:  # one epoch: a band has no width, so draw the spread as an error bar
                 ax.errorbar(epochs, mean, yerr=std, color=color, capsize=4)
     for ax, (_, name) in zip(axes, PANELS, strict=True):
-        ax.set_title(f"{name} (mean ± std over seeds)")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(name)
-        ax.grid(True, alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small")
+        by_epoch(ax, f"{name} (mean ± std over seeds)", name)
     fig.suptitle(title)
     return fig
 
@@ -81,7 +74,6 @@ def curves_figure(
     """One run's learning curves: loss and accuracy by epoch, training and validation, and the
     test loss/accuracy as a dotted line when `summary` has them (a finished run)."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(11, 4.2), dpi=110, constrained_layout=True)
     epochs = [row["epoch"] for row in history]
@@ -93,15 +85,22 @@ def curves_figure(
         test = (summary or {}).get(f"test_{metric}")
         if isinstance(test, int | float):
             ax.axhline(test, color="grey", linestyle=":", label=f"test {test:.4g}")
-        ax.set_title(metric)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.grid(True, alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small")
+        by_epoch(ax, metric, metric)
     fig.suptitle(title)
     return fig
+
+
+def by_epoch(ax: Any, title: str, ylabel: str) -> None:
+    """An axis against epoch: title, labels, grid, whole-number epochs, a legend if any."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_title(title)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
 
 
 def save_png(fig: Figure, path: Path) -> None:
