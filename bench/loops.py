@@ -1,5 +1,5 @@
 """The three training loops the benchmark times, built for the same model, optimizer, batches
-and data order, so they compute the same losses (tests/test_bench.py checks that):
+and data order, so they compute the same losses (tests/bench/test_bench.py checks that):
 
 (a) `TorchvisionLoop`: the usual hand-written loop: torchvision's FashionMNIST Dataset with
     ToTensor, a Subset for the training split, a DataLoader (num_workers=0), nn.Sequential, Adam.

@@ -148,7 +148,7 @@ def read_idx(path: Path) -> np.ndarray:
 
 def load_arrays(name: str, root: str | None) -> dict[str, np.ndarray]:
     """The four decoded arrays of data set `name`, from the decoded cache when it is fresh."""
-    if name not in DATASETS:  # own data (arrays, csv) is read by own_data.py, not cached here
+    if name not in DATASETS:  # own data (arrays, csv) is read by data/own.py, not cached here
         raise DataError(f"{name!r} is not a built-in data set ({', '.join(DATASETS)})")
     files = find_files(name, root)
     key = hashlib.sha256(
