@@ -449,3 +449,13 @@ def test_check_knows_the_built_in_data_sets_size(cli, spec: Path):
 )
 def test_lr_find_range_and_steps_are_bounded(cli, spec: Path, tmp_path: Path, args, message):
     assert refused(cli, "lr-find", str(spec), *args, "--out", str(tmp_path)) == f"error: {message}"
+
+
+@pytest.mark.parametrize("value", ["[]", "{a: 1}", "[[1]]"])
+def test_a_name_that_is_not_a_string_is_a_type_error_not_a_crash(cli, spec: Path, value: str):
+    """Found by the property test: the init's alias lookup hashed a list (TypeError, exit 1)."""
+    assert refused(cli, "check", str(spec), f"model.init.name={value}").endswith(
+        "model.init.name: input should be a valid string (got "
+        + repr(__import__("yaml").safe_load(value))
+        + ")"
+    )

@@ -239,7 +239,8 @@ class InitSpec(StrictModel):
     @classmethod
     def _aliases(cls, value: Any) -> Any:
         value = _name_to_mapping(value)
-        if isinstance(value, dict) and value.get("name") in ALIASES:
+        name = value.get("name") if isinstance(value, dict) else None
+        if isinstance(name, str) and name in ALIASES:  # a list or a mapping: the field says why
             value = {**value, "name": ALIASES[value["name"]]}
         return value
 
