@@ -13,8 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
 
 from dnntrick.data.datasets import FILES, write_idx
+
+# Property tests (tests/spec/test_property.py) draw the same examples on every run of the suite,
+# so CI is repeatable; HYPOTHESIS_PROFILE=explore draws new ones (run it to hunt for bugs).
+settings.register_profile("suite", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 REPO = Path(__file__).resolve().parent.parent
 FASHION = Path("/usr/share/datasets/fashion-mnist")
