@@ -459,3 +459,21 @@ def test_a_name_that_is_not_a_string_is_a_type_error_not_a_crash(cli, spec: Path
         + repr(__import__("yaml").safe_load(value))
         + ")"
     )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "batch"), [(["train.batch_size=1"], 1), (["train.batch_size=499"], 499)]
+)
+def test_batch_norm_with_a_batch_of_one_is_refused_before_training(
+    cli, tmp_path: Path, tiny_root: Path, overrides: list[str], batch: int
+):
+    """A batch of 1 crashed batch norm mid-run (ValueError, exit 1); 500 images in batches of
+    499 leave a last batch of 1."""
+    path = write_spec(tmp_path, "name: bn\nmodel: {hidden: [16], norm: {name: batch}}\n")
+    args = [*tiny_overrides(tiny_root), *overrides, "--out", str(tmp_path / "runs")]
+    assert refused(cli, "train", str(path), *args) == (
+        f"error: model.norm: batch norm needs at least 2 images per training batch, but "
+        f"train.batch_size {batch} with 500 training images leaves a batch of 1; pick another "
+        "train.batch_size (or data.train_limit)"
+    )
+    assert not (tmp_path / "runs").exists()

@@ -77,6 +77,19 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def check_batch_norm_batches(spec: Spec, n: int) -> None:
+    """Batch norm in training needs two rows per batch (the variance of one is undefined): a
+    batch size of 1, or a last batch of 1, is refused before anything runs."""
+    bs = spec.train.batch_size
+    if spec.model.norm is None or not (bs == 1 or n % bs == 1 or n == 1):
+        return
+    raise UsageError(
+        f"model.norm: batch norm needs at least 2 images per training batch, but "
+        f"train.batch_size {bs} with {n:,} training images leaves a batch of 1; pick another "
+        "train.batch_size (or data.train_limit)"
+    )
+
+
 def build(
     spec: Spec,
     reporter: Reporter | None = None,
@@ -101,6 +114,7 @@ def build(
         len(data.x_train), len(data.x_val), len(data.x_test), data.in_features, data.n_classes
     )
     warnings = check_start(spec, sizes, str(device))  # memory, time, lr: before allocating
+    check_batch_norm_batches(spec, len(data.x_train))
     model = build_model(spec.model, data.in_features, data.n_classes).to(device)
     prepared = prepare(spec, model, data, reporter or Reporter()) if prepare and train else None
     prepared = prepared or Prepared(model, data)
