@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +83,6 @@ class Run:
     divisor: float = 255.0  # how raw inputs become the model's: x / divisor, then standardized
     mean: torch.Tensor | None = None
     std: torch.Tensor | None = None
-    _classes: tuple[str, ...] = field(default=(), repr=False)
 
     def __repr__(self) -> str:
         accuracy = self.summary.get("test_accuracy")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dnntrick.data.catalog import DATASETS
-from dnntrick.data.splits import Splits, make_splits
+from dnntrick.data.splits import Splits, cut_splits, make_splits
 from dnntrick.errors import DataError
 
 if TYPE_CHECKING:
@@ -208,38 +208,15 @@ def load_splits(
             f"data.val_size: {spec.val_size} leaves no training images "
             f"(the training set has {len(images)}); use a smaller value"
         )
-    n_val = spec.val_size
-    if spec.val_from == "first":
-        val, train = slice(0, n_val), slice(n_val, None)
-    else:
-        val, train = slice(len(images) - n_val, None), slice(0, len(images) - n_val)
-    parts = {
-        "train": (images[train], labels[train]),
-        "val": (images[val], labels[val]),
-        "test": (arrays["test_images"], arrays["test_labels"]),
-    }
+    test_images, test_labels = arrays["test_images"], arrays["test_labels"]
     classes = DATASETS[spec.dataset].classes
-    if spec.classes is not None:
-        parts = {k: _keep_classes(x, y, spec.classes) for k, (x, y) in parts.items()}
-        classes = tuple(classes[c] for c in spec.classes)
-    if spec.train_limit is not None:
-        x, y = parts["train"]
-        parts["train"] = (x[: spec.train_limit], y[: spec.train_limit])
+    parts, classes = cut_splits(images, labels, test_images, test_labels, spec, classes)
     if len(parts["train"][0]) == 0:
         raise DataError(
             "no training images left after data.classes/train_limit; check those settings"
         )
 
     return make_splits(parts, classes, spec.standardize, device)
-
-
-def _keep_classes(x: np.ndarray, y: np.ndarray, keep: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Rows whose label is in `keep`, labels renumbered to their position in `keep`."""
-    mapping = np.full(256, -1, dtype=np.int64)
-    mapping[keep] = np.arange(len(keep))
-    new = mapping[y.astype(np.int64)]
-    mask = new >= 0
-    return x[mask], new[mask]
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

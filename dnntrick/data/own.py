@@ -49,10 +49,6 @@ PLAIN = SimpleNamespace(
 )
 
 
-def _suggest(word: str, choices: tuple[str, ...]) -> str:
-    return suggest(word, choices)
-
-
 def _reason(err: BaseException) -> str:
     """An exception's message on one line (the CLI prints errors on one line)."""
     return " ".join(str(err).split()) or type(err).__name__
@@ -123,7 +119,7 @@ def _check_keys(names: tuple[str, ...], source: str, suffix: str = "") -> None:
     for name in names:
         if name not in KEYS:
             raise DataError(
-                f"{source}: unknown array {name}{suffix}{_suggest(name.lower(), KEYS)} "
+                f"{source}: unknown array {name}{suffix}{suggest(name.lower(), KEYS)} "
                 f"(expected x_train{suffix}, y_train{suffix} and optionally "
                 f"x_test{suffix}, y_test{suffix})"
             )
@@ -158,7 +154,7 @@ def read_csv(
         raise DataError(f"{path}: the header names column(s) {', '.join(twice)} twice")
     if label not in header:
         raise DataError(
-            f"{path}: no label column {label!r}{_suggest(label, tuple(header))} (data.label; "
+            f"{path}: no label column {label!r}{suggest(label, tuple(header))} (data.label; "
             f"columns: {', '.join(header[:8])}{', …' if len(header) > 8 else ''})"
         )
     features = [n for n in header if n != label]
@@ -328,38 +324,19 @@ def _split(
     device: torch.device | str,
     source: str,
 ) -> Splits:
-    """data.load_splits' recipe (same order of cuts, same scaling, same statistics)."""
-
-    from dnntrick.data.splits import make_splits
+    """data.load_splits' recipe: the same cuts, scaling and statistics (data/splits.py)."""
+    from dnntrick.data.splits import cut_splits, make_splits
 
     if spec.val_size >= len(x):
         raise DataError(
             f"data.val_size: {spec.val_size} leaves no training rows ({source} has {len(x)} for "
             "training and validation); use a smaller value"
         )
-    n_val = spec.val_size
-    if spec.val_from == "first":
-        val, train = slice(0, n_val), slice(n_val, None)
-    else:
-        val, train = slice(len(x) - n_val, None), slice(0, len(x) - n_val)
-    parts = {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": (x_test, y_test)}
-    if spec.classes is not None:
-        if (big := max(spec.classes)) >= len(classes):
-            raise DataError(
-                f"data.classes: {big} is not a label of {source} (0..{len(classes) - 1})"
-            )
-        mapping = np.full(len(classes), -1, dtype=np.int64)
-        mapping[spec.classes] = np.arange(len(spec.classes))
-        parts = {
-            k: (xs[mapping[ys] >= 0], mapping[ys][mapping[ys] >= 0])
-            for k, (xs, ys) in parts.items()
-        }
-        classes = tuple(classes[c] for c in spec.classes)
-    if spec.train_limit is not None:
-        xs, ys = parts["train"]
-        parts["train"] = (xs[: spec.train_limit], ys[: spec.train_limit])
+    if spec.classes is not None and (big := max(spec.classes)) >= len(classes):
+        raise DataError(f"data.classes: {big} is not a label of {source} (0..{len(classes) - 1})")
+    parts, classes = cut_splits(x, y, x_test, y_test, spec, classes)
     for name, (xs, _) in parts.items():
-        if len(xs) == 0 and (name != "val" or n_val):
+        if len(xs) == 0 and (name != "val" or spec.val_size):
             raise DataError(
                 f"{source}: no {name} rows left after data.classes/train_limit; check them"
             )

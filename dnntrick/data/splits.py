@@ -11,6 +11,8 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
+    from dnntrick.spec.schema import DataSpec
+
 
 @dataclass
 class Splits:
@@ -36,6 +38,43 @@ class Splits:
     @property
     def n_classes(self) -> int:
         return len(self.classes)
+
+
+def cut_splits(
+    x: np.ndarray,
+    y: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    spec: DataSpec,
+    classes: tuple[str, ...],
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[str, ...]]:
+    """The spec's cuts, in this order, of training rows x [N, ...], y [N] and the test rows:
+    the validation split (val_size rows from the first or the last), data.classes (rows of those
+    labels only, renumbered 0..k-1 in the given order) and train_limit; (parts, class names).
+    The caller checks that val_size leaves training rows, and what is left after the cuts."""
+    n_val = spec.val_size
+    if spec.val_from == "first":
+        val, train = slice(0, n_val), slice(n_val, None)
+    else:
+        val, train = slice(len(x) - n_val, None), slice(0, len(x) - n_val)
+    parts = {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": (x_test, y_test)}
+    if spec.classes is not None:
+        parts = {k: _keep_classes(xs, ys, spec.classes) for k, (xs, ys) in parts.items()}
+        classes = tuple(classes[c] for c in spec.classes)
+    if spec.train_limit is not None:
+        xs, ys = parts["train"]
+        parts["train"] = (xs[: spec.train_limit], ys[: spec.train_limit])
+    return parts, classes
+
+
+def _keep_classes(x: np.ndarray, y: np.ndarray, keep: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows whose label is in `keep`, labels renumbered to their position in `keep`."""
+    labels = y.astype(np.int64)
+    mapping = np.full(max(int(labels.max(initial=-1)), *keep) + 1, -1, dtype=np.int64)
+    mapping[keep] = np.arange(len(keep))
+    new = mapping[labels]
+    mask = new >= 0
+    return x[mask], new[mask]
 
 
 def make_splits(

@@ -230,10 +230,13 @@ def check_schedule(spec: TrainSpec, steps_per_epoch: int) -> None:
         )
     from functools import partial
 
-    from dnntrick.tricks.schedules import lr_at
+    from dnntrick.tricks.schedules import Args, lr_at
 
     rate = partial(
-        lr_at, schedule, spec.optimizer.lr, steps_per_epoch=steps_per_epoch, epochs=spec.epochs
+        lr_at,
+        Args(schedule, spec.optimizer.lr),
+        steps_per_epoch=steps_per_epoch,
+        epochs=spec.epochs,
     )  # pure Python: `check` imports no torch
     good = -1  # the last step seen with a usable lr
     for step in _candidate_steps(spec, steps_per_epoch, total):

@@ -58,9 +58,9 @@ class Scheduler:
 
     def lr_at(self, step: int) -> float:
         """The lr of global step `step` (0-based), without setting it."""
-        if self.spec is None:
+        if self.args is None:
             return self.current
-        lr = lr_at(self.spec, self.lr0, step, self.steps_per_epoch, self.epochs)
+        lr = lr_at(self.args, step, self.steps_per_epoch, self.epochs)
         return self.current if lr is None else lr
 
     def epoch_lrs(self, first: int, steps: int) -> list[float]:

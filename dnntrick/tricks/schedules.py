@@ -114,10 +114,10 @@ SCHEDULES: dict[str, Schedule] = {
 }
 
 
-def lr_at(spec: Any, lr0: float, step: int, steps_per_epoch: int, epochs: int) -> float | None:
-    """The lr of global step `step` (0-based) under schedule `spec` (a ScheduleSpec) starting
-    from lr0; None for a schedule that changes the lr only at epoch ends (performance)."""
-    rate = SCHEDULES[spec.name].rate
+def lr_at(args: Args, step: int, steps_per_epoch: int, epochs: int) -> float | None:
+    """The lr of global step `step` (0-based) under the schedule of `args`; None for a schedule
+    that changes the lr only at epoch ends (performance)."""
+    rate = SCHEDULES[args.spec.name].rate
     if rate is None:
         return None
-    return rate(Args(spec, lr0), Clock(step, step // steps_per_epoch, steps_per_epoch, epochs))
+    return rate(args, Clock(step, step // steps_per_epoch, steps_per_epoch, epochs))
