@@ -25,7 +25,8 @@ class Splits:
     x_test: torch.Tensor
     y_test: torch.Tensor
     classes: tuple[str, ...]
-    # per-pixel statistics [1, features] of the training split when data.standardize, else None
+    # per-pixel statistics [1, features] of the training split when data.standardize, else None;
+    # pixel_std is what x is divided by: 1 where the feature is constant in the training split
     pixel_mean: torch.Tensor | None = None
     pixel_std: torch.Tensor | None = None
     # x = raw value / input_divisor (then standardized): 255 for pixels stored as bytes
@@ -85,7 +86,8 @@ def make_splits(
 ) -> Splits:
     """Splits from the rows of "train", "val" and "test" (x [N, ...], integer y [N]): x is
     flattened to float32 [N, features], uint8 pixels divided by 255 (other types as they are),
-    then, with `standardize`, centred and scaled by the training split's per-feature statistics."""
+    then, with `standardize`, centred and scaled by the training split's per-feature statistics
+    (std 1 for a feature that is constant there, so it is only centred)."""
     import torch
 
     divisor = 255.0 if parts["train"][0].dtype == np.uint8 else 1.0
@@ -101,7 +103,14 @@ def make_splits(
     if standardize:
         train_x = tensors["train"][0]
         mean = train_x.mean(dim=0, keepdim=True)
-        std = train_x.std(dim=0, keepdim=True) + 1e-10  # the book's +1e-10 guards constant pixels
+        # torch's unbiased std; a single row has none (and every feature of it is constant)
+        std = train_x.std(dim=0, keepdim=True, correction=int(len(train_x) > 1))
+        # A feature constant in the training split (a corner pixel of 500 images) is scaled by 1,
+        # as scikit-learn's StandardScaler does: the book's std + 1e-10 turned any validation or
+        # test input where it varies into ±1e10. Exact equality, not std == 0: a constant 0.3
+        # column has a rounding-error std of ~1e-8, which would blow up just the same.
+        constant = (train_x == train_x[:1]).all(dim=0, keepdim=True)
+        std = torch.where(constant, torch.ones_like(std), std)
         for xt, _ in tensors.values():
             xt.sub_(mean).div_(std)
     return Splits(

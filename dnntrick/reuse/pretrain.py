@@ -44,9 +44,9 @@ def unlabelled_images(spec: Spec, data: Splits) -> torch.Tensor:
     else:
         raw = spec.data.model_copy(update={"train_limit": None, "standardize": False})
         x = load_splits(raw, data.x_train.device).x_train
-        if spec.data.standardize:  # the labelled images' statistics: load_splits' formula
-            ref = x[:limit]
-            x = (x - ref.mean(dim=0, keepdim=True)) / (ref.std(dim=0, keepdim=True) + 1e-10)
+        if spec.data.standardize:  # the labelled images' statistics, as load_splits recorded them
+            assert data.pixel_mean is not None and data.pixel_std is not None
+            x = (x - data.pixel_mean) / data.pixel_std
     return x[: spec.pretrain.images] if spec.pretrain.images else x
 
 
