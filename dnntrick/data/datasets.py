@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dnntrick.data.catalog import DATASETS
+from dnntrick.data.paths import user_path
 from dnntrick.data.splits import Splits, cut_splits, make_splits
 from dnntrick.errors import DataError
 
@@ -56,14 +57,15 @@ def cache_dir() -> Path:
 
 
 def candidate_dirs(name: str, root: str | None) -> list[Path]:
-    """Every folder searched for data set `name`, in order."""
+    """Every folder searched for data set `name`, in order: data.root's alone when it is set."""
     tv = DATASETS[name].torchvision_class
     bases: list[Path] = []
     if root:
-        bases.append(Path(root).expanduser())
-    if env := os.environ.get("DNNTRICK_DATA"):
-        bases += [Path(env).expanduser(), Path(env).expanduser() / name]
-    bases += [cache_dir() / name, Path("/usr/share/datasets") / name]
+        bases.append(user_path(root, "data.root"))
+    else:
+        if env := os.environ.get("DNNTRICK_DATA"):
+            bases += [user_path(env, "$DNNTRICK_DATA"), user_path(env, "$DNNTRICK_DATA") / name]
+        bases += [cache_dir() / name, Path("/usr/share/datasets") / name]
     dirs: list[Path] = []
     for base in bases:
         for folder in (base, base / tv / "raw"):
@@ -72,25 +74,43 @@ def candidate_dirs(name: str, root: str | None) -> list[Path]:
     return dirs
 
 
-def _file_in(folder: Path, stem: str) -> Path | None:
+def _file_in(folder: Path, stem: str, name: str) -> Path | None:
     for candidate in (folder / f"{stem}.gz", folder / stem):
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+            if candidate.is_dir():  # else the search would go on and say "not found"
+                raise DataError(f"{candidate}: a folder, not an IDX file; {refetch(name)}")
+        except OSError:  # a name too long, a loop of links: not there
+            continue
     return None
 
 
 def find_files(name: str, root: str | None, download: bool = True) -> dict[str, Path]:
-    """Paths of the four IDX files of `name`, or a DataError listing every place looked."""
+    """Paths of the four IDX files of `name`, or a DataError listing every place looked. A
+    data.root is the one folder looked in: a typo in it must not train on other files."""
     dirs = candidate_dirs(name, root)
+    if root and not dirs[0].is_dir():
+        what = "is a file, not a folder" if dirs[0].exists() else "folder not found"
+        raise DataError(
+            f"data.root: {root}: {what}; give the folder that holds the four IDX files, or "
+            "drop data.root to search the usual places (docs/data.md)"
+        )
     for folder in dirs:
-        found = {key: _file_in(folder, stem) for key, stem in FILES.items()}
+        found = {key: _file_in(folder, stem, name) for key, stem in FILES.items()}
         if all(found.values()):
             return {k: v for k, v in found.items() if v is not None}
+    looked = ", ".join(str(d) for d in dirs)
+    if root:
+        missing = [stem for stem in FILES.values() if _file_in(dirs[0], stem, name) is None]
+        raise DataError(
+            f"data.root: {root}: no {', '.join(missing)} (.gz or raw) of {name!r} in {looked}; "
+            "put the four IDX files there, or drop data.root to search the usual places"
+        )
     if download and not os.environ.get("DNNTRICK_NO_DOWNLOAD"):
         fetched = _download(name)
         if fetched is not None:
             return find_files(name, str(fetched), download=False)
-    looked = ", ".join(str(d) for d in dirs)
     debian = "apt-get install dataset-fashion-mnist, " if name == "fashion-mnist" else ""
     raise DataError(
         f"data set {name!r} not found (looked in: {looked}; the download failed or was off). "
@@ -120,30 +140,31 @@ def _download(name: str) -> Path | None:
         socket.setdefaulttimeout(old_timeout)
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Decode one IDX file (gzip or raw). A bad or truncated file is a DataError naming it."""
+def read_idx(path: Path, dataset: str | None = None) -> np.ndarray:
+    """Decode one IDX file (gzip or raw) of data set `dataset`. A bad or truncated file is a
+    DataError naming it and saying what to do."""
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as err:
         raise DataError(
-            f"{path}: cannot read the IDX file ({err}); delete it and fetch the data set again"
+            f"{path}: cannot read the IDX file ({_reason(err)}); {refetch(dataset)}"
         ) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
         raise DataError(
             f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'none'}); "
-            "expected MNIST's format"
+            f"{refetch(dataset)}"
         )
     ndim = raw[3]
     header = 4 + 4 * ndim
     if ndim == 0 or len(raw) < header:
-        raise DataError(f"{path}: truncated IDX header; delete it and fetch the data set again")
+        raise DataError(f"{path}: truncated IDX header; {refetch(dataset)}")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = IDX_DTYPES[raw[2]]
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(raw) - header != expected:
         raise DataError(
             f"{path}: truncated or corrupt IDX file ({len(raw) - header} bytes of data, "
-            f"expected {expected} for shape {list(shape)}); fetch it again"
+            f"expected {expected} for shape {list(shape)}); {refetch(dataset)}"
         )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
 
@@ -156,13 +177,13 @@ def load_arrays(name: str, root: str | None) -> dict[str, np.ndarray]:
     files = find_files(name, root)
     # Keyed on the files' bytes, not their size and mtime: a file replaced by another of the
     # same size with its mtime kept (cp -p, rsync -t, a restored backup) is a new key.
-    sources = {k: _file_digest(p) for k, p in sorted(files.items())}
+    sources = {k: _file_digest(p, name) for k, p in sorted(files.items())}
     key = hashlib.blake2b(repr((CACHE_FORMAT, sources)).encode(), digest_size=8).hexdigest()
     folder = cache_dir() / "decoded" / f"{name}-{key}"
     cached = _read_cache(folder)
     if cached is not None:
         return cached
-    arrays = {k: read_idx(p) for k, p in files.items()}
+    arrays = {k: read_idx(p, name) for k, p in files.items()}
     _check_consistent(arrays, files, name)
     _write_cache(folder, arrays)
     return arrays
@@ -172,15 +193,26 @@ CACHE_FORMAT = 2  # 1: keyed on size and mtime; 2: on content, each array's dige
 MANIFEST = "manifest.json"
 
 
-def _file_digest(path: Path) -> str:
+def refetch(name: str | None) -> str:
+    """What to do about a bad IDX file of data set `name` (None: not known here)."""
+    fetch = f"dnntrick data fetch {name}" if name else "dnntrick data fetch NAME"
+    return f"delete it and fetch the data set again ({fetch}), or fix data.root"
+
+
+def _reason(err: BaseException) -> str:
+    """An OS or gzip error on one line, without the path the message already names."""
+    return getattr(err, "strerror", None) or " ".join(str(err).split()) or type(err).__name__
+
+
+def _file_digest(path: Path, name: str) -> str:
     """blake2b of a file's bytes, streamed (Fashion-MNIST's four .gz files: ~50 ms)."""
     try:
         with open(path, "rb") as handle:
             return hashlib.file_digest(handle, "blake2b").hexdigest()
     except OSError as err:
         raise DataError(
-            f"{path}: cannot read the IDX file ({err.strerror}); check its permissions or fetch "
-            "the data set again"
+            f"{path}: cannot read the IDX file ({_reason(err)}); check its permissions, or "
+            f"{refetch(name)}"
         ) from None
 
 
@@ -235,10 +267,7 @@ def _check_consistent(arrays: dict[str, np.ndarray], files: dict[str, Path], nam
     the file."""
 
     def bad(key: str, what: str) -> DataError:
-        return DataError(
-            f"{files[key]}: {what}; these are not {name}'s IDX files: fetch them again "
-            f"(`dnntrick data fetch {name}`) or point data.root at the right folder"
-        )
+        return DataError(f"{files[key]}: {what}; {refetch(name)}")
 
     n_classes = len(DATASETS[name].classes)
     for split in ("train", "test"):
@@ -252,14 +281,18 @@ def _check_consistent(arrays: dict[str, np.ndarray], files: dict[str, Path], nam
         if labels.ndim != 1:
             raise bad(f"{split}_labels", f"holds shape {list(labels.shape)}, not labels [N]")
         if labels.dtype.kind not in "iu":
-            raise bad(f"{split}_labels", f"holds {labels.dtype} values, not integer labels")
+            raise bad(f"{split}_labels", f"holds {labels.dtype} values, not integer class labels")
         if len(images) != len(labels):
-            raise bad(f"{split}_labels", f"{len(labels)} labels for {len(images)} images")
+            raise bad(
+                f"{split}_labels",
+                f"{len(labels)} labels for {len(images)} images; the files do not belong together",
+            )
         out = labels[(labels < 0) | (labels >= n_classes)]
         if len(out):
             raise bad(
                 f"{split}_labels",
-                f"label {int(out[0])} is outside 0..{n_classes - 1} ({len(out)} such labels)",
+                f"label {int(out[0])} is outside 0..{n_classes - 1} ({len(out)} of "
+                f"{len(labels)} labels)",
             )
     train, test = arrays["train_images"].shape[1:], arrays["test_images"].shape[1:]
     if train != test:

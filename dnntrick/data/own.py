@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from dnntrick.data.paths import user_path
 from dnntrick.errors import DataError, UnsafeFileError, suggest
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from dnntrick.spec.schema import DataSpec
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
+SAVE = {".npz": "np.savez", ".npy": "np.save"}  # the remedy for a file numpy cannot read
 IN_MEMORY = "(in memory)"  # data.path of arrays handed to dnntrick.train(spec, data=...)
 # a DataSpec's split fields at their plain values: no validation split, no cuts, no scaling
 PLAIN = SimpleNamespace(
@@ -57,20 +59,21 @@ def _reason(err: BaseException) -> str:
 def _np_load(path: Path, kind: str) -> object:
     """np.load without pickles, after a look at the file's first bytes; an unreadable,
     mislabelled or pickled file is a one-line error."""
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
     try:
         with open(path, "rb") as handle:
             head = handle.read(8)
     except OSError as err:
-        raise DataError(f"{path}: cannot read it ({err.strerror})") from None
+        raise DataError(f"{path}: cannot read it ({err.strerror}); check its permissions") from None
     if head.startswith(b"\x80"):  # pickle protocols 2-5 open with the PROTO opcode
         raise UnsafeFileError(
             f"{path}: a Python pickle, not a {kind} file; dnntrick never unpickles "
             "(save numeric arrays with np.save or np.savez)"
         )
     if not head.startswith((b"PK\x03\x04", b"\x93NUMPY")):  # an .npz is a zip archive
-        raise DataError(f"{path}: not a {kind} file (it does not start as numpy's files do)")
+        raise DataError(
+            f"{path}: not a {kind} file (it does not start as numpy's files do); "
+            f"write it with {SAVE[kind]}"
+        )
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as err:
@@ -79,9 +82,13 @@ def _np_load(path: Path, kind: str) -> object:
                 f"{path}: holds an array of Python objects, which would need unpickling; "
                 "dnntrick never unpickles (save numeric arrays)"
             ) from None
-        raise DataError(f"{path}: not a readable {kind} file ({_reason(err)})") from None
+        raise DataError(
+            f"{path}: not a readable {kind} file ({_reason(err)}); write it again with {SAVE[kind]}"
+        ) from None
     except (OSError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"{path}: not a readable {kind} file ({_reason(err)})") from None
+        raise DataError(
+            f"{path}: not a readable {kind} file ({_reason(err)}); write it again with {SAVE[kind]}"
+        ) from None
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -138,11 +145,14 @@ def read_csv(
     """(x [N, F] float64, y [N] float64, the column names of x) of a CSV file with a header row.
     `columns`: the feature columns another file had, which this one must have too."""
     if not path.is_file():
-        raise DataError(f"{path}: no such file")
+        what = "a folder, not a CSV file" if path.is_dir() else "no such file"
+        raise DataError(f"{path}: {what}; check data.path and data.test_path")
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:  # -sig: Excel's BOM
             header = next(csv.reader(handle), [])
-    except (OSError, UnicodeDecodeError) as err:
+    except OSError as err:
+        raise DataError(f"{path}: cannot read it ({err.strerror}); check its permissions") from None
+    except UnicodeDecodeError as err:
         raise DataError(f"{path}: not a readable text CSV file ({_reason(err)})") from None
     header = [name.strip() for name in header]
     if not header:
@@ -187,20 +197,20 @@ def _is_number(text: str) -> bool:
 def read_own(spec: DataSpec) -> dict[str, np.ndarray]:
     """The arrays in the spec's files: x_train, y_train and, when there is one, x_test, y_test."""
     assert spec.path is not None  # the spec requires it for arrays and csv
-    path = Path(spec.path).expanduser()
+    path = user_path(spec.path, "data.path")
     if spec.dataset == "csv":
         if path.suffix.lower() != ".csv":
             raise DataError(f"data.path: {path} is not a .csv file (dataset: csv)")
         x, y, columns = read_csv(path, spec.label or "")
         arrays = {"x_train": x, "y_train": y}
         if spec.test_path is not None:
-            test = Path(spec.test_path).expanduser()
+            test = user_path(spec.test_path, "data.test_path")
             arrays["x_test"], arrays["y_test"], _ = read_csv(test, spec.label or "", columns)
         return arrays
     if path.is_dir():
         return read_npy_folder(path)
     if not path.exists():
-        raise DataError(f"data.path: {path}: no such file or folder")
+        raise DataError(f"data.path: {path}: no such file or folder; check the path")
     if path.suffix.lower() == ".npz":
         return read_npz(path)
     hint = {".npy": "a folder of x_train.npy, y_train.npy …", ".csv": "dataset: csv"}
@@ -229,12 +239,18 @@ def check_pair(x: np.ndarray, y: np.ndarray, split: str, source: str) -> tuple[n
             "(one-hot labels: take their argmax)"
         )
     if len(x) != len(y):
-        raise DataError(f"{where}: {len(x)} rows in x_{split} but {len(y)} labels in y_{split}")
+        raise DataError(
+            f"{where}: {len(x)} rows in x_{split} but {len(y)} labels in y_{split}; give one "
+            "label a row"
+        )
     if len(x) == 0:
         raise DataError(f"{where}: the {split} split is empty (0 rows)")
     if y.dtype.kind not in "iuf" or (y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0)):
         bad = "" if y.dtype.kind != "f" else f", e.g. {float(y[np.mod(y, 1) != 0][0])!r}"
-        raise DataError(f"{where}: y_{split} must hold integer class labels (dtype {y.dtype}{bad})")
+        raise DataError(
+            f"{where}: y_{split} must hold integer class labels (dtype {y.dtype}{bad}); save "
+            "the class numbers 0..K-1"
+        )
     y = y.astype(np.int64)
     if (low := int(y.min())) < 0:
         raise DataError(f"{where}: y_{split} has a negative label ({low}); labels run 0..K-1")
@@ -245,7 +261,7 @@ def check_pair(x: np.ndarray, y: np.ndarray, split: str, source: str) -> tuple[n
         if not finite.all():
             raise DataError(
                 f"{where}: x_{split} has NaN or infinite values (first in row "
-                f"{int(np.argmin(finite))}, of {int((~finite).sum())} rows)"
+                f"{int(np.argmin(finite))}, of {int((~finite).sum())} rows); drop or fill them"
             )
     return x, y
 
@@ -292,7 +308,10 @@ def splits_from_arrays(
     top = int(max(y.max(), yt.max()))
     k = spec.n_classes if spec.n_classes is not None else top + 1
     if top >= k:
-        raise DataError(f"{source}: label {top} is out of range for data.n_classes: {k}")
+        raise DataError(
+            f"{source}: label {top} is out of range for data.n_classes: {k}; raise "
+            "data.n_classes or fix the labels"
+        )
     if k < 2:
         raise DataError(f"{source}: every label is 0; a classifier needs at least 2 classes")
     if spec.augment is not None:
@@ -361,9 +380,9 @@ def provenance(spec: DataSpec) -> dict[str, object]:
         return {}
     if spec.path == IN_MEMORY:
         return {"data_files": [IN_MEMORY]}
-    path = Path(spec.path).expanduser()
+    path = user_path(spec.path, "data.path")
     files = sorted(path.glob("*.npy")) if path.is_dir() else [path]
-    files += [Path(spec.test_path).expanduser()] if spec.test_path else []
+    files += [user_path(spec.test_path, "data.test_path")] if spec.test_path else []
     records: list[dict[str, object]] = []
     for file in files:
         try:

@@ -46,13 +46,28 @@ def test_label_count_mismatch(tmp_path: Path):
         load_splits(DataSpec(root=str(root), val_size=10))
 
 
-def test_missing_data_lists_every_place(tmp_path: Path):
+def test_missing_data_lists_every_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DNNTRICK_DATA", str(tmp_path / "nowhere"))
     with pytest.raises(DataError) as info:
-        find_files("kmnist", str(tmp_path / "nowhere"))
+        find_files("kmnist", None)
     message = str(info.value)
     assert str(tmp_path / "nowhere") in message
     assert "/usr/share/datasets/kmnist" in message
     assert "dnntrick data fetch kmnist" in message
+
+
+def test_data_root_is_the_only_place_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A data.root without the files is an error, not a search that finds other files."""
+    elsewhere = make_tiny_idx(tmp_path / "elsewhere", n_train=30, n_test=10)
+    monkeypatch.setenv("DNNTRICK_DATA", str(elsewhere))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(
+        DataError, match=r"empty: no train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k"
+    ):
+        find_files("mnist", str(tmp_path / "empty"))
+    with pytest.raises(DataError, match=r"typo: folder not found"):
+        find_files("mnist", str(tmp_path / "typo"))
+    assert find_files("mnist", None)["train_images"].parent == elsewhere
 
 
 def test_lookup_order_root_then_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -548,6 +548,7 @@ def test_load_splits_takes_own_arrays_in_memory(tmp_path: Path):
     splits = load_splits(spec, arrays={"x_train": X, "y_train": Y})
     assert (len(splits.x_train), len(splits.x_val), len(splits.x_test)) == (30, 5, 5)
     with pytest.raises(
-        DataError, match=r"^the arrays given: 40 rows in x_train but 3 labels in y_train$"
+        DataError,
+        match=r"^the arrays given: 40 rows in x_train but 3 labels in y_train; give one label a",
     ):
         load_splits(spec, arrays={"x_train": X, "y_train": Y[:3]})
