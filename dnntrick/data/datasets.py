@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dnntrick.data.catalog import DATASETS
-from dnntrick.data.paths import user_path
+from dnntrick.data.paths import reason, user_path
 from dnntrick.data.splits import Splits, cut_splits, make_splits
 from dnntrick.errors import DataError
 
@@ -147,7 +147,7 @@ def read_idx(path: Path, dataset: str | None = None) -> np.ndarray:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as err:
         raise DataError(
-            f"{path}: cannot read the IDX file ({_reason(err)}); {refetch(dataset)}"
+            f"{path}: cannot read the IDX file ({reason(err)}); {refetch(dataset)}"
         ) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
         raise DataError(
@@ -199,11 +199,6 @@ def refetch(name: str | None) -> str:
     return f"delete it and fetch the data set again ({fetch}), or fix data.root"
 
 
-def _reason(err: BaseException) -> str:
-    """An OS or gzip error on one line, without the path the message already names."""
-    return getattr(err, "strerror", None) or " ".join(str(err).split()) or type(err).__name__
-
-
 def _file_digest(path: Path, name: str) -> str:
     """blake2b of a file's bytes, streamed (Fashion-MNIST's four .gz files: ~50 ms)."""
     try:
@@ -211,7 +206,7 @@ def _file_digest(path: Path, name: str) -> str:
             return hashlib.file_digest(handle, "blake2b").hexdigest()
     except OSError as err:
         raise DataError(
-            f"{path}: cannot read the IDX file ({_reason(err)}); check its permissions, or "
+            f"{path}: cannot read the IDX file ({reason(err)}); check its permissions, or "
             f"{refetch(name)}"
         ) from None
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from dnntrick.data.paths import user_path
+from dnntrick.data.paths import reason, user_path
 from dnntrick.errors import DataError, UnsafeFileError, suggest
 
 if TYPE_CHECKING:
@@ -51,11 +51,6 @@ PLAIN = SimpleNamespace(
 )
 
 
-def _reason(err: BaseException) -> str:
-    """An exception's message on one line (the CLI prints errors on one line)."""
-    return " ".join(str(err).split()) or type(err).__name__
-
-
 def _np_load(path: Path, kind: str) -> object:
     """np.load without pickles, after a look at the file's first bytes; an unreadable,
     mislabelled or pickled file is a one-line error."""
@@ -76,18 +71,14 @@ def _np_load(path: Path, kind: str) -> object:
         )
     try:
         return np.load(path, allow_pickle=False)
-    except ValueError as err:
-        if "pickle" in str(err):  # an array of Python objects
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        if isinstance(err, ValueError) and "pickle" in str(err):  # an array of Python objects
             raise UnsafeFileError(
                 f"{path}: holds an array of Python objects, which would need unpickling; "
                 "dnntrick never unpickles (save numeric arrays)"
             ) from None
         raise DataError(
-            f"{path}: not a readable {kind} file ({_reason(err)}); write it again with {SAVE[kind]}"
-        ) from None
-    except (OSError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(
-            f"{path}: not a readable {kind} file ({_reason(err)}); write it again with {SAVE[kind]}"
+            f"{path}: not a readable {kind} file ({reason(err)}); write it again with {SAVE[kind]}"
         ) from None
 
 
@@ -103,10 +94,10 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
             return {k: archive[k] for k in names}
         except ValueError as err:  # an object array inside the archive
             raise UnsafeFileError(
-                f"{path}: holds an array of Python objects ({_reason(err)}); save numeric arrays"
+                f"{path}: holds an array of Python objects ({reason(err)}); save numeric arrays"
             ) from None
         except (OSError, EOFError, zipfile.BadZipFile) as err:
-            raise DataError(f"{path}: a damaged .npz archive ({_reason(err)})") from None
+            raise DataError(f"{path}: a damaged .npz archive ({reason(err)})") from None
 
 
 def read_npy_folder(folder: Path) -> dict[str, np.ndarray]:
@@ -150,10 +141,13 @@ def read_csv(
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:  # -sig: Excel's BOM
             header = next(csv.reader(handle), [])
-    except OSError as err:
-        raise DataError(f"{path}: cannot read it ({err.strerror}); check its permissions") from None
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not a readable text CSV file ({_reason(err)})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        fix = (
+            "save it as UTF-8 text"
+            if isinstance(err, UnicodeDecodeError)
+            else "check its permissions"
+        )
+        raise DataError(f"{path}: not a readable text CSV file ({reason(err)}); {fix}") from None
     header = [name.strip() for name in header]
     if not header:
         raise DataError(f"{path}: empty file; a CSV needs a header row and data rows")
@@ -177,7 +171,7 @@ def read_csv(
                 path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2, encoding="utf-8"
             )
     except (ValueError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: not a table of numbers ({_reason(err)})") from None
+        raise DataError(f"{path}: not a table of numbers ({reason(err)})") from None
     if table.size == 0:
         table = np.zeros((0, len(header)))
     if table.shape[1] != len(header):

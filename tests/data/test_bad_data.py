@@ -268,7 +268,9 @@ def case(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Case:
     if name == "csv unreadable":
         path = csv_file(t)
         unreadable(monkeypatch, path)
-        return csv_case(path, "cannot read it (Permission denied); check its permissions")
+        return csv_case(
+            path, "not a readable text CSV file (Permission denied); check its permissions"
+        )
     if name == "csv empty":
         return csv_case(csv_file(t, ""), "empty file; a CSV needs a header row")
     if name == "csv label 1.5":
