@@ -1,10 +1,11 @@
 """Data sets in MNIST's IDX format: find the files, decode them once, split, put them on the device.
 
-Lookup order for the four IDX files (`.gz` or raw): `data.root`, `$DNNTRICK_DATA`, the user cache
-folder, `/usr/share/datasets/<name>` (Debian's dataset packages), then torchvision's download into
-the cache folder. Decoded arrays are cached as `.npy` files keyed by a blake2b digest of the
-source files' bytes, each checked against its digest when read (a damaged cache is rebuilt), so
-the second load skips gunzip and parsing.
+The four IDX files (`.gz` or raw) are read from `data.root` when it is set (that folder only),
+else the first of `$DNNTRICK_DATA`, the user cache folder, `/usr/share/datasets/<name>` (Debian's
+dataset packages) that has them, else torchvision's download into the cache folder. Bad files and
+paths are DataErrors (exit 2) naming the file and what to do. Decoded arrays are cached as
+`.npy` files keyed by a blake2b digest of the source files' bytes, each checked against its
+digest when read (a damaged cache is rebuilt), so the second load skips gunzip and parsing.
 """
 
 from __future__ import annotations
