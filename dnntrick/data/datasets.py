@@ -65,7 +65,13 @@ def candidate_dirs(name: str, root: str | None) -> list[Path]:
         bases.append(user_path(root, "data.root"))
     else:
         if env := os.environ.get("DNNTRICK_DATA"):
-            bases += [user_path(env, "$DNNTRICK_DATA"), user_path(env, "$DNNTRICK_DATA") / name]
+            folder = user_path(env, "$DNNTRICK_DATA")
+            if not folder.is_dir():  # a typo would fall through to other files unnoticed
+                raise DataError(
+                    f"$DNNTRICK_DATA: {env}: folder not found; set it to the folder that holds "
+                    "the data sets (or unset it)"
+                )
+            bases += [folder, folder / name]
         bases += [cache_dir() / name, Path("/usr/share/datasets") / name]
     dirs: list[Path] = []
     for base in bases:

@@ -198,6 +198,9 @@ def case(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Case:
     if name == "$DNNTRICK_DATA ~nosuchuser":
         monkeypatch.setenv("DNNTRICK_DATA", "~nosuchuser")
         return [], ("$DNNTRICK_DATA: ~nosuchuser: ~nosuchuser cannot be expanded",)
+    if name == "$DNNTRICK_DATA missing":
+        monkeypatch.setenv("DNNTRICK_DATA", str(t / "typo"))
+        return [], ("$DNNTRICK_DATA: ", "typo: folder not found", "or unset it")
     if name == "root is a file":
         _, path = idx_file(t, "train_images")
         return [f"data.root={path}"], (path.name, "is a file, not a folder", "give the folder")
@@ -299,6 +302,7 @@ CASES = [
     "idx unreadable",
     "root ~nosuchuser",
     "$DNNTRICK_DATA ~nosuchuser",
+    "$DNNTRICK_DATA missing",
     "root is a file",
     "root missing",
     "root without the files",

@@ -47,6 +47,7 @@ def test_label_count_mismatch(tmp_path: Path):
 
 
 def test_missing_data_lists_every_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    (tmp_path / "nowhere").mkdir()
     monkeypatch.setenv("DNNTRICK_DATA", str(tmp_path / "nowhere"))
     with pytest.raises(DataError) as info:
         find_files("kmnist", None)
