@@ -210,6 +210,23 @@ def utf8_name(path: Path) -> bool:
     return True
 
 
+RUN_FILES = ("spec.yaml", "summary.json", "metrics.jsonl", STOPPED, "model.safetensors")
+
+
+def holds_a_run(path: Path) -> bool:
+    """Whether `path` holds a run's files (a run directory, maybe damaged), not other folders."""
+    names = (*RUN_FILES, "checkpoints", "lr_find.csv")
+    return any((path / name).exists() or (path / name).is_symlink() for name in names)
+
+
+def symlink_loop(path: Path) -> bool:
+    try:
+        path.stat()
+    except OSError as err:
+        return err.errno == errno.ELOOP
+    return False
+
+
 def foreign(path: Path) -> str | None:
     """Why `path` is not a run directory at all (a file, a loop, an lr-find or comparison
     folder, no spec.yaml…), or None when it is one to read."""

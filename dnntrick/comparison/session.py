@@ -94,8 +94,10 @@ def run_comparison(
         from dnntrick.comparison.ray_executor import import_ray
 
         import_ray()  # not installed: say how, before anything runs
-    dirs = [p for p in paths if Path(p).is_dir()]
-    specs = [p for p in paths if not Path(p).is_dir()]
+    from dnntrick.runs import symlink_loop
+
+    dirs = [p for p in paths if Path(p).is_dir() or symlink_loop(Path(p))]  # a loop: no spec
+    specs = [p for p in paths if p not in dirs]
     read, skipped = read_run_dirs(dirs)
     variants = expand_specs(specs, overrides, grid, seeds) + read
     variants.sort(key=lambda v: paths.index(v.source))  # the order given; the first is baseline
@@ -107,13 +109,14 @@ def run_comparison(
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = 160  # logs and pipes: keep each variant on one line
     for where, why in skipped:  # one line each, the rest is compared
-        console.print(f"skipped {where}: {why}", markup=False, soft_wrap=True)
+        console.print(f"skipped {where}: {why}", markup=False, highlight=False, soft_wrap=True)
     if not variants:
         where, why = skipped[0]
         raise UsageError(f"nothing left to compare: {len(skipped)} skipped, e.g. {where}: {why}")
     dedupe_labels(variants)
     base = pick_baseline(variants, baseline)
-    console.print(f"baseline: {base.label} ({baseline_reason(variants, base, baseline)})")
+    reason = baseline_reason(variants, base, baseline)
+    console.print(f"baseline: {base.label} ({reason})", markup=False, soft_wrap=True)
 
     from dnntrick.comparison.report import comparison_csv, comparison_json
     from dnntrick.comparison.variants import summarize
@@ -134,7 +137,7 @@ def run_comparison(
         "jobs": plan[0],
         "threads_per_job": plan[1],
         "wall_seconds": time.perf_counter() - started,
-        "baseline_reason": baseline_reason(variants, base, baseline),
+        "baseline_reason": reason,
         "skipped": [{"folder": where, "why": why} for where, why in skipped],
     }
     document = comparison_json(variants, stats, base, meta, target)

@@ -274,16 +274,15 @@ def run_folders(path: Path) -> tuple[list[Path], bool]:
     """(the folders to read as runs, whether `path` holds them): `path` itself when it is a run
     directory (or damaged, or no folder: reading it says so), else its sub-folders (a
     comparison directory, a runs/ folder)."""
-    from dnntrick.runs import sub_folders, utf8_name
+    from dnntrick.runs import holds_a_run, sub_folders, utf8_name
 
-    if not utf8_name(path) or not path.is_dir() or (path / "spec.yaml").exists():
-        return [path], False
-    if (path / "lr_find.csv").exists():
+    if not utf8_name(path) or not path.is_dir() or holds_a_run(path):
         return [path], False
     try:
-        return sub_folders(path), True
+        folders = sub_folders(path)
     except UsageError:  # unlistable: reading it as one folder says why
         return [path], False
+    return (folders, True) if folders else ([path], False)  # none: it says what it is
 
 
 def read_run_dirs(paths: list[str]) -> tuple[list[Variant], list[tuple[str, str]]]:
@@ -316,8 +315,7 @@ def read_run_dirs(paths: list[str]) -> tuple[list[Variant], list[tuple[str, str]
                 continue
             variant.runs.append(record)
         if holds and len(skipped) - before == len(folders):
-            what = "only folders skipped (above)" if folders else "no sub-folder"
-            skipped.append((display(path), f"no run directory to compare in it: {what}"))
+            skipped.append((display(path), "no run directory to compare in it (all skipped)"))
     return [v for v in groups.values() if v.runs], skipped
 
 
