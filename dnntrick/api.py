@@ -224,7 +224,7 @@ def train(
 def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
     """Reopen a finished run directory: its spec, summary, history and trained model (weights
     read through safetensors only)."""
-    from dnntrick.runs import display, read_folder, unfinished
+    from dnntrick.folders import display, read_folder, unfinished
     from dnntrick.spec.config import load_spec
     from dnntrick.training.checkpoint import read_weights
     from dnntrick.training.model import build_model

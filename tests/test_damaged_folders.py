@@ -19,7 +19,7 @@ import pytest
 
 import dnntrick
 from dnntrick.errors import DnntrickError, UsageError
-from dnntrick.runs import ROW_KEYS, SUMMARY_KEYS
+from dnntrick.folders import ROW_KEYS, SUMMARY_KEYS
 from tests.conftest import tiny_overrides, write_spec
 
 SPEC = """\

@@ -19,7 +19,8 @@ def runs(
 ) -> None:
     """List the run directories in DIR (default runs/): name, start, status, test accuracy,
     epochs, device. Status: finished, interrupted, diverged, or failed or running."""
-    from dnntrick.runs import display, list_runs
+    from dnntrick.folders import display
+    from dnntrick.runs import list_runs
 
     found, skipped = list_runs(folder)
     for path, why in skipped:  # stderr: the table (or the JSON) stays what it was

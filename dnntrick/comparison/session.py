@@ -94,7 +94,7 @@ def run_comparison(
         from dnntrick.comparison.ray_executor import import_ray
 
         import_ray()  # not installed: say how, before anything runs
-    from dnntrick.runs import symlink_loop
+    from dnntrick.folders import symlink_loop
 
     dirs = [p for p in paths if Path(p).is_dir() or symlink_loop(Path(p))]  # a loop: no spec
     specs = [p for p in paths if p not in dirs]

@@ -21,6 +21,15 @@ import yaml
 
 from dnntrick.comparison.stats import Difference, mean_std, paired_difference
 from dnntrick.errors import DnntrickError, SpecError, UsageError
+from dnntrick.folders import (
+    display,
+    holds_a_run,
+    read_folder,
+    read_json,
+    sub_folders,
+    unfinished,
+    utf8_name,
+)
 from dnntrick.spec.schema import Spec, suggest
 
 KEY_PATTERN = r"[A-Za-z_]\w*(\.[A-Za-z_0-9]\w*)*"
@@ -231,8 +240,6 @@ def read_run(folder: Path) -> tuple[RunRecord, str, dict[str, Any]]:
     """(record, run name, params) of a run directory that holds a result: a finished run, or
     one a diverging loss stopped. Raises Skipped for any other folder (damaged, unfinished, not
     a training run), saying why."""
-    from dnntrick.runs import read_folder, unfinished
-
     found = read_folder(folder)
     if found.problem is not None:
         raise Skipped(found.problem)
@@ -274,8 +281,6 @@ def run_folders(path: Path) -> tuple[list[Path], bool]:
     """(the folders to read as runs, whether `path` holds them): `path` itself when it is a run
     directory (or damaged, or no folder: reading it says so), else its sub-folders (a
     comparison directory, a runs/ folder)."""
-    from dnntrick.runs import holds_a_run, sub_folders, utf8_name
-
     if not utf8_name(path) or not path.is_dir() or holds_a_run(path):
         return [path], False
     try:
@@ -290,8 +295,6 @@ def read_run_dirs(paths: list[str]) -> tuple[list[Variant], list[tuple[str, str]
     variant with several seeds; a comparison directory keeps its labels and order. And the
     folders left out, as (folder, why): damaged, unfinished, not a training run, a seed read
     twice, or a folder with no run in it."""
-    from dnntrick.runs import display
-
     groups: dict[str, Variant] = {}
     skipped: list[tuple[str, str]] = []
     for path in paths:
@@ -322,8 +325,6 @@ def read_run_dirs(paths: list[str]) -> tuple[list[Variant], list[tuple[str, str]
 def _labels(folder: Path) -> dict[str, tuple[int, str]]:
     """run-dir name → (variant index, label), from the folder's comparison.json if it has one
     (a damaged one gives none: the runs are named by their specs)."""
-    from dnntrick.runs import read_json
-
     document = read_json(folder / "comparison.json") or {}
     variants = document.get("variants")
     labels = {}
@@ -367,8 +368,6 @@ def pick_baseline(variants: list[Variant], name: str | None) -> Variant:
 def baseline_reason(variants: list[Variant], baseline: Variant, name: str | None) -> str:
     """Why `baseline` is the baseline (pick_baseline's rule), as compare prints it after
     'baseline: LABEL' and comparison.json keeps it."""
-    from dnntrick.runs import display
-
     if name is not None:
         return f"--baseline {name}"
     source, other = baseline.source, "--baseline LABEL picks another"
