@@ -515,7 +515,7 @@ def test_a_comparison_folder_with_a_damaged_comparison_json_is_read_by_spec_name
     (folder / "comparison.json").write_text('{"variants": [{"label": 3, "runs": "x"}]')
     code, out, err = cli("compare", str(folder), "--out", str(tmp_path / "c"))
     assert code == 0, err
-    assert f"baseline: good (the first input, {folder}; --baseline LABEL picks another)" in out
+    assert f"baseline: good (the first input, {folder}, holds 1 variant; --baseline" in out
     code, out, err = cli("runs", str(folder))
     assert (code, err) == (0, "") and out.splitlines()[-1] == f"1 run directory in {folder}"
 

@@ -373,9 +373,10 @@ def baseline_reason(variants: list[Variant], baseline: Variant, name: str | None
     source, other = baseline.source, "--baseline LABEL picks another"
     first = f"the first input, {display(source)}"
     siblings = sum(v.source == source for v in variants)
+    folder = Path(source).is_dir() and not holds_a_run(Path(source))  # runs/, a comparison
     if siblings == 1:
-        return f"{first}; {other}"
-    if not Path(source).is_dir():
+        return f"{first}{', holds 1 variant' if folder else ''}; {other}"
+    if not folder:
         rule = "the first point of the --vary grid"
     elif (Path(source) / "comparison.json").is_file():
         rule = "the comparison's first variant"
