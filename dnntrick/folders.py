@@ -89,11 +89,14 @@ def read_text(path: Path) -> tuple[str | None, str | None]:
     """(the file's text, None); (None, None) when there is no such file; (None, why) when it
     cannot be read as UTF-8 text."""
     try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            return None, f"{path.name} is a folder, not a file"
+        if not stat.S_ISREG(mode):  # a FIFO or a device would be read forever
+            return None, f"{path.name} is not a regular file"
         raw = path.read_bytes()
     except FileNotFoundError:
         return None, None
-    except IsADirectoryError:
-        return None, f"{path.name} is a folder, not a file"
     except OSError as err:
         return None, f"{path.name}: cannot read it ({err.strerror})"
     try:

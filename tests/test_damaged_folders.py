@@ -212,6 +212,11 @@ DAMAGES = [
         "summary.json is a folder, not a file",
     ),
     Damage(
+        "summary a FIFO",
+        lambda r: (r / "summary.json").unlink() or os.mkfifo(r / "summary.json"),
+        "summary.json is not a regular file",
+    ),
+    Damage(
         "summary not UTF-8",
         write("summary.json", b'{"name": "\xff"}'),
         "summary.json is not UTF-8 text (byte 10 is 0xff)",
@@ -363,7 +368,7 @@ def first(lines: str, start: str) -> str:
     return line[len(start) :]
 
 
-def test_runs_and_show_say_what_is_wrong_in_one_line(cli, damaged: tuple[Damage, Path]):
+def test_runs_show_and_load_run_say_what_is_wrong_in_one_line(cli, damaged: tuple[Damage, Path]):
     damage, copy = damaged
     code, out, err = cli("runs", str(copy.parent), "--json")
     listed = {Path(r["run_dir"]).name: r["status"] for r in json.loads(out)}
@@ -379,6 +384,15 @@ def test_runs_and_show_say_what_is_wrong_in_one_line(cli, damaged: tuple[Damage,
     else:  # listed with its status, shown
         assert listed == {GOOD: "finished", copy.name: damage.status} and err == ""
         assert code == 0 and show_err == "" and f"status             {damage.status}" in out
+    # the Python API: load_run refuses in one line (a run with a NaN test accuracy loads)
+    if damage.status == "finished" and damage.why == "":
+        assert dnntrick.load_run(copy).summary["seed"] == 11
+        return
+    with pytest.raises(UsageError) as refused:
+        dnntrick.load_run(copy)
+    message = str(refused.value)
+    assert message.startswith(f"{shown(copy)}: not a finished run directory ({damage.why}")
+    assert "\n" not in message
 
 
 def test_compare_skips_it_in_one_line_and_compares_the_rest(
@@ -412,18 +426,6 @@ def test_compare_skips_it_in_one_line_and_compares_the_rest(
     line = first(out, f"skipped {shown(copy)}: ")
     assert code == 2 and line.startswith(why) and not (tmp_path / "d").exists()
     assert err == f"error: nothing left to compare: 1 skipped, e.g. {shown(copy)}: {line}\n"
-
-
-def test_load_run_refuses_in_one_line(damaged: tuple[Damage, Path]):
-    damage, copy = damaged
-    if damage.status == "finished" and damage.why == "":
-        assert dnntrick.load_run(copy).summary["seed"] == 11  # NaN accuracy: it loads
-        return
-    with pytest.raises(UsageError) as refused:
-        dnntrick.load_run(copy)
-    message = str(refused.value)
-    assert message.startswith(f"{shown(copy)}: not a finished run directory ({damage.why}")
-    assert "\n" not in message
 
 
 # ---------------------------------------------------------------- a folder of many runs
