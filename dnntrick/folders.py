@@ -192,6 +192,7 @@ class Folder:
 
 
 def utf8_name(path: Path) -> bool:
+    """Whether `path` prints and writes as UTF-8 (a name in other bytes does not)."""
     try:
         str(path).encode("utf-8")
     except UnicodeEncodeError:  # os.fsdecode kept the raw bytes as surrogates
@@ -199,16 +200,15 @@ def utf8_name(path: Path) -> bool:
     return True
 
 
-RUN_FILES = ("spec.yaml", "summary.json", "metrics.jsonl", STOPPED, "model.safetensors")
-
-
 def holds_a_run(path: Path) -> bool:
     """Whether `path` holds a run's files (a run directory, maybe damaged), not other folders."""
-    names = (*RUN_FILES, "checkpoints", "lr_find.csv")
+    names = ["spec.yaml", "summary.json", "metrics.jsonl", STOPPED, "model.safetensors"]
+    names += ["checkpoints", "lr_find.csv"]
     return any((path / name).exists() or (path / name).is_symlink() for name in names)
 
 
 def symlink_loop(path: Path) -> bool:
+    """Whether `path` is a symlink that leads back to itself (neither a file nor a folder)."""
     try:
         path.stat()
     except OSError as err:
