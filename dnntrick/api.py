@@ -224,14 +224,19 @@ def train(
 def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
     """Reopen a finished run directory: its spec, summary, history and trained model (weights
     read through safetensors only)."""
+    from dnntrick.folders import display, read_folder, unfinished
     from dnntrick.spec.config import load_spec
     from dnntrick.training.checkpoint import read_weights
     from dnntrick.training.model import build_model
 
     path = Path(run_dir)
-    for name in ("spec.yaml", "summary.json", "model.safetensors"):
-        if not (path / name).is_file():
-            raise UsageError(f"{path}: not a finished run directory (no {name})")
+    found = read_folder(path)  # damaged or unfinished: one line that says what is wrong
+    summary = found.summary
+    problem = found.problem or (unfinished(found) if summary is None else None)
+    if problem is None and not (path / "model.safetensors").is_file():
+        problem = "no model.safetensors: the trained weights are missing"
+    if problem is not None or summary is None:
+        raise UsageError(f"{display(path)}: not a finished run directory ({problem})")
     spec = load_spec(path / "spec.yaml")
     weights = read_weights(path / "model.safetensors")
     try:
@@ -243,11 +248,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
         raise UsageError(
             f"{path / 'model.safetensors'}: does not fit the run's spec ({err})"
         ) from None
-    summary = json.loads((path / "summary.json").read_text())
-    metrics = path / "metrics.jsonl"
-    lines = metrics.read_text().splitlines() if metrics.is_file() else []
-    history = [json.loads(line) for line in lines if line.strip()]
-    return Run(path, summary, history, model.to(device), spec, **_preprocessing(path))
+    return Run(path, summary, found.history, model.to(device), spec, **_preprocessing(path))
 
 
 @dataclass

@@ -1,15 +1,11 @@
 """Run directories read back for `dnntrick runs` and `dnntrick show`: what each run is, how far it
-got, how its spec differs from the defaults, its learning curves. Reads files only (spec.yaml,
-summary.json, stopped.json, metrics.jsonl): no torch.
-
-Status of a run directory: `finished` (summary.json), `interrupted` or `diverged` (stopped.json,
-written when Ctrl-C/SIGTERM or a non-finite loss stopped it; resumable from its checkpoint), else
-`failed or running` (the process died, e.g. killed or disk full, or is still training).
+got, how its spec differs from the defaults, its learning curves. Each folder is read and checked
+by `folders.read_folder`: a damaged or foreign one is skipped (runs) or refused (show) with one
+line that says why. Reads files only: no torch.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,7 +15,7 @@ from typing import Any
 import yaml
 
 from dnntrick.errors import UsageError
-from dnntrick.training.rundir import STOPPED
+from dnntrick.folders import Folder, display, foreign, read_folder, sub_folders, utf8_name
 
 STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")  # rundir.make_run_dir's <name>-<time>[-k]
 
@@ -45,52 +41,6 @@ class RunInfo:
         return out
 
 
-def is_run_dir(path: Path) -> bool:
-    return (path / "spec.yaml").is_file()
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object file, or None when it is missing or unreadable (a run still writing)."""
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def read_history(run_dir: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl's rows; a half-written last line (a killed run) is left out."""
-    rows = []
-    try:
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            break
-    return rows
-
-
-def read_spec(run_dir: Path) -> dict[str, Any]:
-    """spec.yaml as a mapping (not validated: a run of another dnntrick version still shows)."""
-    try:
-        data = yaml.safe_load((run_dir / "spec.yaml").read_text())
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def status(run_dir: Path) -> str:
-    if read_json(run_dir / "summary.json") is not None:
-        return "finished"
-    stopped = read_json(run_dir / STOPPED)
-    if stopped is not None and stopped.get("status") in ("interrupted", "diverged"):
-        return str(stopped["status"])
-    return "failed or running"
-
-
 def started(run_dir: Path) -> tuple[str, float]:
     """(start time as text, seconds since the epoch): the folder's stamp, else spec.yaml's mtime."""
     match = STAMP.search(run_dir.name)
@@ -104,36 +54,60 @@ def started(run_dir: Path) -> tuple[str, float]:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mtime)), mtime
 
 
-def read_run(run_dir: Path) -> RunInfo:
-    """The RunInfo of one run directory (it must hold a spec.yaml)."""
-    spec = read_spec(run_dir)
-    summary = read_json(run_dir / "summary.json") or {}
-    history = read_history(run_dir)
-    when, key = started(run_dir)
+def _text(*values: Any) -> str | None:
+    """The first value that is a non-empty string (a spec of another version may hold others)."""
+    return next((v for v in values if isinstance(v, str) and v), None)
+
+
+def run_info(found: Folder) -> RunInfo:
+    """The RunInfo of a run directory that `read_folder` found readable."""
+    spec, summary = found.spec, found.summary or {}
+    when, key = started(found.path)
     train, data = (v if isinstance(v := spec.get(k), dict) else {} for k in ("train", "data"))
     accuracy = summary.get("test_accuracy")
+    planned = train.get("epochs")
     return RunInfo(
-        run_dir=str(run_dir),
-        name=str(summary.get("name") or spec.get("name") or STAMP.sub("", run_dir.name)),
+        run_dir=str(found.path),
+        name=_text(summary.get("name"), spec.get("name")) or STAMP.sub("", found.path.name),
         started=when,
-        status=status(run_dir),
+        status=found.status,
         test_accuracy=float(accuracy) if isinstance(accuracy, int | float) else None,
-        epochs=len(history),
-        planned_epochs=train.get("epochs") if isinstance(train.get("epochs"), int) else None,
-        device=summary.get("device") or spec.get("device"),
-        dataset=summary.get("dataset") or data.get("dataset"),
+        epochs=len(found.history),
+        planned_epochs=planned
+        if isinstance(planned, int) and not isinstance(planned, bool)
+        else None,
+        device=_text(summary.get("device"), spec.get("device")),
+        dataset=_text(summary.get("dataset"), data.get("dataset")),
         sort_key=key,
     )
 
 
-def list_runs(folder: Path) -> list[RunInfo]:
-    """The run directories in `folder` (its sub-folders that hold a spec.yaml; others are
-    skipped), newest first. A missing folder is a UsageError."""
+def read_run(run_dir: Path) -> RunInfo:
+    """The RunInfo of one run directory; a damaged or foreign folder is a UsageError that says
+    what is wrong."""
+    found = read_folder(run_dir)
+    if found.problem is not None:
+        raise UsageError(f"{display(run_dir)}: {found.problem}")
+    return run_info(found)
+
+
+def list_runs(folder: Path) -> tuple[list[RunInfo], list[tuple[Path, str]]]:
+    """(the run directories in `folder`, newest first; the sub-folders skipped, each with why:
+    damaged, or not a run directory). A missing folder is a UsageError."""
     if not folder.is_dir():
-        what = "is a file, not a folder" if folder.exists() else "no such folder"
-        raise UsageError(f"{folder}: {what} (give the folder that holds the run directories)")
-    runs = [read_run(p) for p in folder.iterdir() if p.is_dir() and is_run_dir(p)]
-    return sorted(runs, key=lambda r: (r.sort_key, r.run_dir), reverse=True)
+        what = foreign(folder) if folder.is_symlink() or not utf8_name(folder) else None
+        what = what or ("is a file, not a folder" if folder.exists() else "no such folder")
+        raise UsageError(
+            f"{display(folder)}: {what} (give the folder that holds the run directories)"
+        )
+    runs, skipped = [], []
+    for path in sub_folders(folder):
+        found = read_folder(path)
+        if found.problem is None:
+            runs.append(run_info(found))
+        else:
+            skipped.append((path, found.problem))
+    return sorted(runs, key=lambda r: (r.sort_key, r.run_dir), reverse=True), skipped
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -168,23 +142,15 @@ def spec_changes(spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def show_run(run_dir: Path) -> dict[str, Any]:
-    """Everything `dnntrick show` prints: status, summary, spec changes, per-epoch history."""
-    if not run_dir.is_dir() or not is_run_dir(run_dir):
-        raise UsageError(f"{run_dir}: not a run directory (no spec.yaml)")
-    info = read_run(run_dir)
+    """Everything `dnntrick show` prints: status, summary, spec changes, per-epoch history. A
+    damaged or foreign folder is a UsageError that says what is wrong."""
+    found = read_folder(run_dir)
+    if found.problem is not None:
+        raise UsageError(f"{display(run_dir)}: {found.problem}")
     return {
-        **info.to_json(),
-        "stopped": read_json(run_dir / STOPPED),
-        "summary": read_json(run_dir / "summary.json"),
-        "spec_changes": spec_changes(read_spec(run_dir)),
-        "history": read_history(run_dir),
+        **run_info(found).to_json(),
+        "stopped": found.stopped,
+        "summary": found.summary,
+        "spec_changes": spec_changes(found.spec),
+        "history": found.history,
     }
-
-
-def plot_curves(shown: dict[str, Any], path: Path) -> None:
-    """Loss and accuracy against epoch (train and validation; the test figures as a dotted line
-    when the run finished) as a PNG at `path`."""
-    from dnntrick.comparison.plots import curves_figure, save_png
-
-    title = f"{shown['name']} ({shown['status']}): {Path(shown['run_dir']).name}"
-    save_png(curves_figure(shown["history"], title, shown["summary"]), path)

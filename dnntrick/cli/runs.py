@@ -19,9 +19,12 @@ def runs(
 ) -> None:
     """List the run directories in DIR (default runs/): name, start, status, test accuracy,
     epochs, device. Status: finished, interrupted, diverged, or failed or running."""
+    from dnntrick.folders import display
     from dnntrick.runs import list_runs
 
-    found = list_runs(folder)
+    found, skipped = list_runs(folder)
+    for path, why in skipped:  # stderr: the table (or the JSON) stays what it was
+        typer.echo(f"skipped {display(path)}: {why}", err=True)
     if as_json:
         typer.echo(json.dumps([r.to_json() for r in found], indent=2))
         return
@@ -42,14 +45,15 @@ def runs(
             "—" if r.test_accuracy is None else f"{r.test_accuracy:.4f}",
             epochs,
             r.device or "—",
-            r.run_dir,
+            display(r.run_dir),
         )
     console = Console(highlight=False)
     if not console.is_terminal:  # a pipe or file: whole rows, not the 80 columns rich assumes
         console.width = max(console.width, 200)
     if found:
         console.print(table)
-    typer.echo(f"{len(found)} run director{'y' if len(found) == 1 else 'ies'} in {folder}")
+    n, more = len(found), f"; {len(skipped)} skipped (above)" if skipped else ""
+    typer.echo(f"{n} run director{'y' if n == 1 else 'ies'} in {display(folder)}{more}")
 
 
 def register(app: typer.Typer) -> None:

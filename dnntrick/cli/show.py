@@ -47,7 +47,7 @@ def show(
 ) -> None:
     """Show RUN_DIR: status, summary, the spec's fields that differ from the defaults, and the
     learning curves."""
-    from dnntrick.runs import plot_curves, show_run
+    from dnntrick.runs import show_run
 
     if plot is not None and not plot.parent.is_dir():
         raise UsageError(f"--plot {plot}: folder {plot.parent} does not exist; create it first")
@@ -62,6 +62,15 @@ def show(
     _print(shown)
     if plot is not None:
         typer.echo(f"learning curves: {plot}", err=True)
+
+
+def plot_curves(shown: dict[str, Any], path: Path) -> None:
+    """Loss and accuracy against epoch (train and validation; the test figures as a dotted line
+    when the run finished) as a PNG at `path`."""
+    from dnntrick.comparison.plots import curves_figure, save_png
+
+    title = f"{shown['name']} ({shown['status']}): {Path(shown['run_dir']).name}"
+    save_png(curves_figure(shown["history"], title, shown["summary"]), path)
 
 
 def _print(shown: dict[str, Any]) -> None:

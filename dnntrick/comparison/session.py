@@ -64,6 +64,7 @@ def run_comparison(
     judge each variant against the baseline, and write comparison.json/csv (and the plots asked
     for). Usage errors are raised before anything runs."""
     from dnntrick.comparison.variants import (
+        baseline_reason,
         dedupe_labels,
         expand_specs,
         parse_vary,
@@ -93,23 +94,34 @@ def run_comparison(
         from dnntrick.comparison.ray_executor import import_ray
 
         import_ray()  # not installed: say how, before anything runs
-    dirs = [p for p in paths if Path(p).is_dir()]
-    specs = [p for p in paths if not Path(p).is_dir()]
-    variants = expand_specs(specs, overrides, grid, seeds) + read_run_dirs(dirs)
+    from dnntrick.folders import symlink_loop
+
+    dirs = [p for p in paths if Path(p).is_dir() or symlink_loop(Path(p))]  # a loop: no spec
+    specs = [p for p in paths if p not in dirs]
+    read, skipped = read_run_dirs(dirs)
+    variants = expand_specs(specs, overrides, grid, seeds) + read
     variants.sort(key=lambda v: paths.index(v.source))  # the order given; the first is baseline
-    dedupe_labels(variants)
-    base = pick_baseline(variants, baseline)
 
     from rich.console import Console
-
-    from dnntrick.comparison.report import comparison_csv, comparison_json
-    from dnntrick.comparison.variants import summarize
-    from dnntrick.training.rundir import atomic_write, make_run_dir, write_json
 
     if console is None:
         console = Console(stderr=True, highlight=False, quiet=True)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = 160  # logs and pipes: keep each variant on one line
+    for where, why in skipped:  # one line each, the rest is compared
+        console.print(f"skipped {where}: {why}", markup=False, highlight=False, soft_wrap=True)
+    if not variants:
+        where, why = skipped[0]
+        raise UsageError(f"nothing left to compare: {len(skipped)} skipped, e.g. {where}: {why}")
+    dedupe_labels(variants)
+    base = pick_baseline(variants, baseline)
+    reason = baseline_reason(variants, base, baseline)
+    console.print(f"baseline: {base.label} ({reason})", markup=False, soft_wrap=True)
+
+    from dnntrick.comparison.report import comparison_csv, comparison_json
+    from dnntrick.comparison.variants import summarize
+    from dnntrick.training.rundir import atomic_write, make_run_dir, write_json
+
     folder = make_run_dir(out, "compare")
     started = time.perf_counter()
     plan = _run(variants, folder, console, jobs, executor, address)
@@ -125,6 +137,8 @@ def run_comparison(
         "jobs": plan[0],
         "threads_per_job": plan[1],
         "wall_seconds": time.perf_counter() - started,
+        "baseline_reason": reason,
+        "skipped": [{"folder": where, "why": why} for where, why in skipped],
     }
     document = comparison_json(variants, stats, base, meta, target)
     text = comparison_csv(variants, target)

@@ -21,6 +21,15 @@ import yaml
 
 from dnntrick.comparison.stats import Difference, mean_std, paired_difference
 from dnntrick.errors import DnntrickError, SpecError, UsageError
+from dnntrick.folders import (
+    display,
+    holds_a_run,
+    read_folder,
+    read_json,
+    sub_folders,
+    unfinished,
+    utf8_name,
+)
 from dnntrick.spec.schema import Spec, suggest
 
 KEY_PATTERN = r"[A-Za-z_]\w*(\.[A-Za-z_0-9]\w*)*"
@@ -223,28 +232,43 @@ def _seed0(data: dict[str, Any]) -> int | None:
     return seed if isinstance(seed, int) and seed >= 0 else None
 
 
-def read_run(folder: Path) -> tuple[RunRecord, str, dict[str, Any]]:
-    """(record, run name, params) of one finished (or broken) run directory."""
-    from dnntrick.spec.config import load_spec, read_spec_file
+class Skipped(Exception):
+    """A folder that compare leaves out; the message says why, on one line."""
 
-    summary = _read_json(folder / "summary.json")
-    history = [json.loads(line) for line in _read_text(folder / "metrics.jsonl").splitlines()]
-    try:
-        spec = load_spec(folder / "spec.yaml")
-        name, params, seed = spec.name, spec_params(spec), spec.seed
-    except SpecError:  # a spec from another dnntrick version: compare what it says
-        data = read_spec_file(folder / "spec.yaml") if (folder / "spec.yaml").exists() else {}
-        flat = flatten(data)
-        name, seed = str(flat.get("name", folder.name)), int(flat.get("seed", 0))
-        params = {k: v for k, v in flat.items() if k not in HIDDEN_KEYS}
-    record = RunRecord(seed, "ok", summary, history, run_dir=str(folder))
-    if summary is None:
-        record.status, record.exit_code = "error", 1
-        record.error = f"{folder}: no summary.json (the run did not finish)"
-    elif not _finite(record):
+
+def read_run(folder: Path) -> tuple[RunRecord, str, dict[str, Any]]:
+    """(record, run name, params) of a run directory that holds a result: a finished run, or
+    one a diverging loss stopped. Raises Skipped for any other folder (damaged, unfinished, not
+    a training run), saying why."""
+    found = read_folder(folder)
+    if found.problem is not None:
+        raise Skipped(found.problem)
+    if found.summary is None and found.status != "diverged":
+        raise Skipped(unfinished(found))
+    if found.summary is not None and math.isnan(found.summary["test_accuracy"]):
+        raise Skipped("summary.json: test_accuracy is NaN (no test split): nothing to compare")
+    name, seed, params = _identity(found.spec, folder)
+    record = RunRecord(seed, "ok", found.summary, found.history, run_dir=str(folder))
+    if found.summary is None or not _finite(record):
         record.status, record.exit_code = "diverged", 3
         record.error = "the loss became NaN or infinite"
     return record, name, params
+
+
+def _identity(data: dict[str, Any], folder: Path) -> tuple[str, int, dict[str, Any]]:
+    """(name, seed, params) of a run's spec.yaml mapping."""
+    from dnntrick.spec.config import validate
+
+    try:
+        spec = validate(dict(data), str(folder / "spec.yaml"))
+        return spec.name, spec.seed, spec_params(spec)
+    except SpecError:  # a spec from another dnntrick version: compare what it says
+        flat = flatten(data)
+    seed = flat.get("seed", Spec.model_fields["seed"].default)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise Skipped(f"spec.yaml: seed is {json.dumps(seed, default=str)[:40]}, not a seed")
+    params = {k: v for k, v in flat.items() if k not in HIDDEN_KEYS}
+    return str(flat.get("name") or folder.name), seed, params
 
 
 def _finite(record: RunRecord) -> bool:
@@ -253,57 +277,63 @@ def _finite(record: RunRecord) -> bool:
     return all(isinstance(v, int | float) and math.isfinite(v) for v in losses)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def run_folders(path: Path) -> tuple[list[Path], bool]:
+    """(the folders to read as runs, whether `path` holds them): `path` itself when it is a run
+    directory (or damaged, or no folder: reading it says so), else its sub-folders (a
+    comparison directory, a runs/ folder)."""
+    if not utf8_name(path) or not path.is_dir() or holds_a_run(path):
+        return [path], False
     try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
+        folders = sub_folders(path)
+    except UsageError:  # unlistable: reading it as one folder says why
+        return [path], False
+    return (folders, True) if folders else ([path], False)  # none: it says what it is
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""
-
-
-def run_folders(path: Path) -> list[Path]:
-    """The run directories in `path`: itself, or its sub-folders that hold a run (a comparison
-    directory or a runs/ folder)."""
-    if (path / "spec.yaml").exists():
-        return [path]
-    return sorted(p for p in path.iterdir() if p.is_dir() and (p / "spec.yaml").exists())
-
-
-def read_run_dirs(paths: list[str]) -> list[Variant]:
+def read_run_dirs(paths: list[str]) -> tuple[list[Variant], list[tuple[str, str]]]:
     """Variants from run directories: runs with the same name and spec (but seed) are one
-    variant with several seeds. A comparison directory keeps its labels and order."""
+    variant with several seeds; a comparison directory keeps its labels and order. And the
+    folders left out, as (folder, why): damaged, unfinished, not a training run, a seed read
+    twice, or a folder with no run in it."""
     groups: dict[str, Variant] = {}
+    skipped: list[tuple[str, str]] = []
     for path in paths:
-        folders = run_folders(Path(path))
-        if not folders:
-            raise UsageError(
-                f"{path}: holds no run directory (no spec.yaml in it or in its sub-folders)"
-            )
+        folders, holds = run_folders(Path(path))
         labels = _labels(Path(path))
         folders.sort(key=lambda f: labels.get(f.name, (len(labels), ""))[0])
+        before = len(skipped)
         for folder in folders:
-            record, name, params = read_run(folder)
+            try:
+                record, name, params = read_run(folder)
+            except Skipped as err:
+                skipped.append((display(folder), str(err)))
+                continue
             label = labels.get(folder.name, (0, name))[1]
             key = label + json.dumps(params, sort_keys=True, default=str)
             variant = groups.setdefault(key, Variant(label, path, params=params))
+            twin = next((r.run_dir for r in variant.runs if r.seed == record.seed), None)
+            if twin is not None:  # a copy or a rerun: one seed counts once in the statistics
+                why = f"seed {record.seed} of {label} again ({display(twin)} is compared)"
+                skipped.append((display(folder), why))
+                continue
             variant.runs.append(record)
-    return list(groups.values())
+        if holds and len(skipped) - before == len(folders):
+            skipped.append((display(path), "no run directory to compare in it (all skipped)"))
+    return [v for v in groups.values() if v.runs], skipped
 
 
 def _labels(folder: Path) -> dict[str, tuple[int, str]]:
-    """run-dir name → (variant index, label), from the folder's comparison.json if it has one."""
-    document = _read_json(folder / "comparison.json") or {}
+    """run-dir name → (variant index, label), from the folder's comparison.json if it has one
+    (a damaged one gives none: the runs are named by their specs)."""
+    document = read_json(folder / "comparison.json") or {}
+    variants = document.get("variants")
     labels = {}
-    for i, variant in enumerate(document.get("variants", [])):
-        for run in variant.get("runs", []):
-            if run.get("run_dir"):
+    for i, variant in enumerate(variants if isinstance(variants, list) else []):
+        runs = variant.get("runs") if isinstance(variant, dict) else None
+        if not isinstance(runs, list) or not isinstance(variant.get("label"), str):
+            continue
+        for run in runs:
+            if isinstance(run, dict) and isinstance(run.get("run_dir"), str):
                 labels[Path(run["run_dir"]).name] = (i, variant["label"])
     return labels
 
@@ -320,7 +350,9 @@ def dedupe_labels(variants: list[Variant]) -> None:
 
 
 def pick_baseline(variants: list[Variant], name: str | None) -> Variant:
-    """The variant named `name` (label or run name), else the first one."""
+    """The variant named `name` (label or run name), else the first one: the inputs' order as
+    given; in a folder of runs, by run-directory name; in a comparison directory, its own
+    order; in a --vary grid, its first point. `baseline_reason` says which rule chose it."""
     if name is None:
         return variants[0]
     for variant in variants:
@@ -331,6 +363,26 @@ def pick_baseline(variants: list[Variant], name: str | None) -> Variant:
         f"--baseline {name!r} names no variant{suggest(name, labels)} "
         f"(variants: {', '.join(labels)})"
     )
+
+
+def baseline_reason(variants: list[Variant], baseline: Variant, name: str | None) -> str:
+    """Why `baseline` is the baseline (pick_baseline's rule), as compare prints it after
+    'baseline: LABEL' and comparison.json keeps it."""
+    if name is not None:
+        return f"--baseline {name}"
+    source, other = baseline.source, "--baseline LABEL picks another"
+    first = f"the first input, {display(source)}"
+    siblings = sum(v.source == source for v in variants)
+    folder = Path(source).is_dir() and not holds_a_run(Path(source))  # runs/, a comparison
+    if siblings == 1:
+        return f"{first}{', holds 1 variant' if folder else ''}; {other}"
+    if not folder:
+        rule = "the first point of the --vary grid"
+    elif (Path(source) / "comparison.json").is_file():
+        rule = "the comparison's first variant"
+    else:
+        rule = "the variant of the first run directory by name"
+    return f"{first}, holds {siblings} variants: {rule}; {other}"
 
 
 # ---------------------------------------------------------------- results → numbers

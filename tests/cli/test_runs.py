@@ -106,15 +106,16 @@ def test_runs_lists_newest_first_with_status(cli, runs_dir: Path):
     assert (listed[1]["epochs"], listed[1]["test_accuracy"]) == (1, None)
     assert listed[3]["epochs"] == 1  # NaN in epoch 2: one row
 
-    code, out, _ = cli("runs", str(runs_dir))
+    code, out, err = cli("runs", str(runs_dir))
     assert code == 0
+    assert err == f"skipped {runs_dir / 'notes'}: an empty folder, not a run directory\n"
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["name", "started", "status"]
     assert "killed-20260103-080000" in lines[1] and "failed or running" in lines[1]
     assert "interrupted" in lines[2] and "1/3" in lines[2]
     assert f"{summary['test_accuracy']:.4f}" in lines[3] and "3/3" in lines[3]
     assert "diverged" in lines[4]
-    assert lines[-1] == f"4 run directories in {runs_dir}"
+    assert lines[-1] == f"4 run directories in {runs_dir}; 1 skipped (above)"
 
 
 def test_a_resumed_run_is_finished(cli, runs_dir: Path):
@@ -197,7 +198,7 @@ def test_show_refuses_what_is_not_a_run_directory(cli, runs_dir: Path, tmp_path:
     assert (
         code == 2
         and out == ""
-        and err == f"error: {runs_dir / 'notes'}: not a run directory (no spec.yaml)\n"
+        and err == f"error: {runs_dir / 'notes'}: an empty folder, not a run directory\n"
     )
     code, _, err = cli("show", str(runs_dir / "done-20260101-120000"), "--plot", "/nope/x.png")
     assert code == 2 and "folder /nope does not exist" in err
