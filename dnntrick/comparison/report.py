@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from dnntrick.comparison.executor import Event
+from dnntrick.comparison.executor import UNFINISHED, Event
 from dnntrick.comparison.variants import RunRecord, Stats, Variant, epochs_to, what_differs
 
 BEST = "bold green"
@@ -81,7 +81,13 @@ class LiveProgress:
             ("test acc", "right"),
         ):
             table.add_column(name, justify=justify)  # type: ignore[arg-type]
-        styles = {"ok": "green", "running": "yellow", "diverged": "red", "error": "red"}
+        styles = {
+            "ok": "green",
+            "running": "yellow",
+            "interrupted": "yellow",
+            "diverged": "red",
+            "error": "red",
+        }
         for job, (variant, record) in self.runs.items():
             style = styles.get(record.status, "dim")
             table.add_row(
@@ -360,12 +366,13 @@ def comparison_csv(variants: list[Variant], target: float | None) -> str:
 
 
 def print_failures(variants: list[Variant], echo: Callable[[str], None]) -> None:
-    """One line per failure: the variant, the seed, and what went wrong."""
+    """One line per failure: the variant, the seed, and what went wrong (runs that a stop left
+    unfinished are not failures: the resume line says what to do with them)."""
     for variant in variants:
         if variant.error:
             echo(f"error: {variant.label}: {variant.error.splitlines()[0]}")
             for line in variant.error.splitlines()[1:]:
                 echo(f"  {line.strip()}")
         for record in variant.runs:
-            if record.status != "ok":
+            if record.status not in ("ok", *UNFINISHED):
                 echo(f"error: {variant.label} seed {record.seed}: {record.status}: {record.error}")
