@@ -295,13 +295,19 @@ class ProcessExecutor:
                     if stop.urgent:
                         kill_at = time.monotonic() + KILL_GRACE_S
                 if kill_at is not None and time.monotonic() > kill_at:
-                    for process in list(getattr(pool, "_processes", {}).values()):
-                        _signal(process.pid, signal.SIGKILL)
-                    kill_at = None  # the futures now fail as BrokenProcessPool: interrupted
+                    _kill_workers(pool)  # the futures now fail as BrokenProcessPool: interrupted
+                    kill_at = None
             _drain(events, track)
+            if stop.requested:  # every job is in: the idle workers hold nothing, and a torch
+                _kill_workers(pool)  # process's orderly exit takes seconds on a busy machine
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         return outcomes
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        _signal(process.pid, signal.SIGKILL)
 
 
 def _signal(pid: int, signum: int) -> None:

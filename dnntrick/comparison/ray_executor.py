@@ -15,8 +15,9 @@ existing cluster. The same `Executor` interface as the process executor, so ever
   writes them under the comparison's folder. A job that continues a cut run (`Job.resume`) runs
   on the driver's node, where its run directory is.
 - Stopping (`stop` requested, e.g. Ctrl-C or SIGTERM to the compare): queued tasks are
-  cancelled; running ones get Ray's cancel, which raises SIGINT's handler in the task, so the
-  run saves a checkpoint and returns "interrupted". A second signal force-cancels (kills) them.
+  cancelled; running ones get Ray's cancel, which calls SIGINT's handler in the task: a run
+  that trains saves a checkpoint and returns "interrupted", one outside training stops at once
+  (stop.task_signals). A second signal force-cancels (kills) them.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from dnntrick.comparison.executor import (
     Outcome,
     run_job,
 )
-from dnntrick.comparison.stop import Stop
+from dnntrick.comparison.stop import Stop, task_signals
 from dnntrick.errors import DnntrickError, UsageError
 
 INSTALL = "pip install 'dnntrick[ray]'"
@@ -189,23 +190,24 @@ def _task(
     job: Job, arrays: Any, events: Any, work: Work, driver: str, ship: bool | None
 ) -> tuple[Outcome, dict[str, bytes]]:
     """Inside a Ray worker: train one job; (Outcome, files to write on the driver's side)."""
-    import ray
-    import torch
+    with task_signals():  # first: a cancel must not land in the middle of `import torch`
+        import ray
+        import torch
 
-    torch.set_num_threads(THREADS_PER_CPU_RUN)
-    if ship is None:
-        ship = ray.get_runtime_context().get_node_id() != driver
-    if not ship:
-        return work(job, events.put_nowait, arrays), {}
-    with tempfile.TemporaryDirectory(prefix="dnntrick-ray-") as tmp:
-        local = Job(job.id, job.spec, tmp, job.source, job.overrides)
-        outcome = work(local, events.put_nowait, arrays)
-        files = {
-            str(path.relative_to(tmp)): path.read_bytes()
-            for path in sorted(Path(tmp).rglob("*"))
-            if path.is_file()
-        }
-    return outcome, files
+        torch.set_num_threads(THREADS_PER_CPU_RUN)
+        if ship is None:
+            ship = ray.get_runtime_context().get_node_id() != driver
+        if not ship:
+            return work(job, events.put_nowait, arrays), {}
+        with tempfile.TemporaryDirectory(prefix="dnntrick-ray-") as tmp:
+            local = Job(job.id, job.spec, tmp, job.source, job.overrides, job.resume)
+            outcome = work(local, events.put_nowait, arrays)
+            files = {
+                str(path.relative_to(tmp)): path.read_bytes()
+                for path in sorted(Path(tmp).rglob("*"))
+                if path.is_file()
+            }
+        return outcome, files
 
 
 def _outcome(ray: Any, ref: Any, job: Job, stop: Stop) -> Outcome | None:

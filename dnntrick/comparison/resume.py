@@ -208,9 +208,12 @@ def rebuild(folder: Path, document: dict[str, Any]) -> tuple[list[Variant], list
         job = Job(job_id, spec, str(folder), variant.source, variant.overrides, resume)
         work.append(Work(variant, record, job))
     total = sum(counts.values())
+    finished = counts["done"] + counts["diverged"]
+    if finished == total:
+        return variants, work, f"the comparison is complete, all {total} runs finished"
     line = (
-        f"{counts['done'] + counts['diverged']} of {total} runs finished, {counts['cut']} to "
-        f"continue from their checkpoint, {counts['fresh']} to run"
+        f"{finished} of {total} runs finished, {counts['cut']} to continue from their "
+        f"checkpoint, {counts['fresh']} to run"
     )
     return variants, work, line
 
@@ -278,13 +281,13 @@ def resume_comparison(
     if not work:
         previous = _read_json(folder / "comparison.json")
         complete = previous.get("complete", True) and previous.get("missing_runs", 0) == 0
-        console.print(f"{folder}: the comparison is complete ({line}); nothing to run")
+        console.print(f"{folder}: {line}; nothing to run", soft_wrap=True)
         plan = Plan(int(previous.get("jobs") or 0), int(previous.get("threads_per_job") or 0))
         return finish(variants, base, folder, options, plan, Stop(), started, outputs, not complete)
     # the first session's threads per run: the same arithmetic, the same numbers
     threads = int(options.get("threads") or 1)
     plan = Plan(max(1, min(jobs or cpu_count() // threads, len(work))), threads)
-    console.print(f"[bold]resume[/] {folder}: {line}")
+    console.print(f"[bold]resume[/] {folder}: {line}", soft_wrap=True)
     header = f"{len(variants)} variants, {len(work)} runs to go"
     plan, stop = execute(work, plan, executor, address, jobs, console, folder, header)
     return finish(variants, base, folder, options, plan, stop, started, outputs)

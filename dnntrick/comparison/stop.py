@@ -98,13 +98,17 @@ def stop_on_signals(stop: Stop) -> Iterator[Stop]:
 # ---------------------------------------------------------------- inside a worker process
 
 _running = threading.Event()  # set while this worker is inside a run (see `running`)
+_pending = 0  # a signal that came while no run was going: the next run does not start
 
 
 @contextlib.contextmanager
 def running() -> Iterator[None]:
-    """Mark this process as inside a run. In a worker, a signal that comes while the run's own
-    handlers are not installed (building, summarizing) then stops the run at once: nothing of
-    it is lost that a checkpoint does not hold, and every file is written atomically."""
+    """Mark this process as inside a run. In a worker (`worker_lifeline`, `task_signals`) a
+    signal that comes while the run's own handlers are not installed (building, summarizing)
+    then stops the run at once: nothing of it is lost that a checkpoint does not hold, and
+    every file is written atomically. One that came before the run stops it before it starts."""
+    if _pending:
+        raise _interrupted(_pending, "before it started")
     _running.set()
     try:
         yield
@@ -112,14 +116,37 @@ def running() -> Iterator[None]:
         _running.clear()
 
 
+def _interrupted(signum: int, when: str) -> Interrupted:
+    name = signal.Signals(signum)
+    return Interrupted(f"interrupted ({name.name}) {when}", EXIT_CODES.get(name, EXIT_SIGINT))
+
+
 def _on_signal(signum: int, frame: Any) -> None:
+    global _pending
     if _running.is_set():
         _running.clear()
-        raise Interrupted(
-            f"interrupted ({signal.Signals(signum).name}) outside training",
-            EXIT_CODES.get(signal.Signals(signum), EXIT_SIGINT),
-        )
-    # idle: nothing to stop; the compare decides what happens next
+        raise _interrupted(signum, "outside training")
+    _pending = _pending or signum  # idle, or importing: never raise into the worker itself
+
+
+@contextlib.contextmanager
+def task_signals() -> Iterator[None]:
+    """For one task in a reused worker (a Ray task): SIGINT/SIGTERM as in `worker_lifeline`,
+    from a clean slate, and the worker's own handlers back after. Ray's cancel raises SIGINT's
+    handler in the task: a KeyboardInterrupt in the middle of `import torch` would leave the
+    worker unable to import it again."""
+    global _pending
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _pending = 0
+    previous = {s: signal.signal(s, _on_signal) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _pending = 0
 
 
 def worker_lifeline() -> None:
