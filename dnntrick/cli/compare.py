@@ -3,7 +3,6 @@ one row per variant with mean ± std over seeds and the paired difference agains
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -118,27 +117,20 @@ def compare(
     and each is judged against the baseline by the 95% CI of the paired difference."""
     from rich.console import Console
 
-    from dnntrick.comparison.report import print_failures, results_table
     from dnntrick.comparison.session import Outputs, run_comparison
+    from dnntrick.comparison.show import print_comparison
 
     console = Console(stderr=as_json, highlight=False)
     outputs = Outputs(plot, csv_file, plot_gradients)
     if resume is not None:
         from dnntrick.comparison.resume import resume_comparison
 
-        given = {
-            "SPEC|RUN_DIR|KEY=VALUE": inputs,
-            "--seeds": seeds,
-            "--vary": vary,
-            "--target": target,
-            "--baseline": baseline,
-            "--device": device,
-            "--out": out if out != Path("runs") else None,
-        }
-        if clash := [name for name, value in given.items() if value]:
-            raise UsageError(
-                f"--resume runs the comparison's own specs and options; drop {', '.join(clash)}"
-            )
+        given: dict[str, object] = {"SPEC|RUN_DIR|KEY=VALUE": inputs, "--seeds": seeds}
+        given |= {"--vary": vary, "--target": target, "--baseline": baseline, "--device": device}
+        if clash := [name for name, value in given.items() if value] + ["--out"] * (
+            out != Path("runs")
+        ):
+            raise UsageError(f"--resume runs the comparison's own specs; drop {', '.join(clash)}")
         result = resume_comparison(
             resume, jobs, executor.value if executor else None, address, console, outputs
         )
@@ -159,35 +151,7 @@ def compare(
             csv_file=outputs.csv_file,
             plot_gradients=outputs.plot_gradients,
         )
-    variants, base = result.variants, result.baseline
-    table, same = results_table(variants, result.stats, base, target)
-    console.print(table)
-    if same:
-        console.print("[dim]same for all: " + " · ".join(same) + "[/]")
-    console.print(
-        f"[dim]Δ: test accuracy minus {base.label}'s, paired by seed "
-        f"({', '.join(map(str, result.document['seeds']))}), mean with its 95% t interval; "
-        "best in green.[/]"
-    )
-    for note in result.notes:
-        console.print(f"[dim]{note}[/]")
-    written = [
-        f"{result.folder}/comparison.json|csv",
-        *(str(p) for p in (csv_file,) if p),
-        *(str(p) for p in (plot, plot_gradients) if p and not result.stopped),
-    ]
-    console.print(f"[dim]wrote {', '.join(written)}[/]")
-    if as_json:
-        typer.echo(json.dumps(result.document, indent=2))
-    print_failures(variants, lambda line: typer.echo(line, err=True))
-    if result.stopped:
-        runs = sum(len(v.runs) for v in variants)
-        typer.echo(
-            f"error: interrupted ({result.document['interrupted']}): "
-            f"{runs - result.missing} of {runs} runs finished; "
-            f"continue with: {result.resume_command}",
-            err=True,
-        )
+    print_comparison(result, console, typer.echo, outputs, as_json)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
 

@@ -97,7 +97,7 @@ def run_comparison(
     base = pick_baseline(variants, baseline)
 
     from dnntrick.comparison.executor import THREADS_PER_CPU_RUN, cpu_count, plan_jobs
-    from dnntrick.comparison.resume import write_plan
+    from dnntrick.comparison.plan import write_plan
     from dnntrick.training.rundir import make_run_dir
 
     console = _console(console)
@@ -116,7 +116,8 @@ def run_comparison(
         "address": address,
         "threads": THREADS_PER_CPU_RUN if executor == "ray" else plan.threads,
     }
-    write_plan(folder, variants, work, options)  # before any run: what --resume continues
+    entries = [(w.job.id, w.variant, w.record.seed, w.job.spec) for w in work]
+    write_plan(folder, variants, entries, options)  # before any run: what --resume continues
     started = time.perf_counter()
     header = f"{len(variants)} variants, {len(work)} runs"
     plan, stop = execute(work, plan, executor, address, jobs, console, folder, header)

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from dnntrick.comparison import executor
-from dnntrick.comparison.resume import PLAN, fingerprint, load_plan, rebuild
+from dnntrick.comparison.plan import PLAN, fingerprint, load_plan
+from dnntrick.comparison.resume import rebuild
 from tests.conftest import REPO, assert_same_run, signal_at, write_spec
 
 SPEC = """\
@@ -210,7 +211,7 @@ def test_ctrl_c_twice_stops_at_once_and_leaves_a_resumable_folder(tmp_path: Path
     (folder,) = out.glob("compare-*")
     resume_command(err, 130)
     assert_stopped_and_still(folder, 130)
-    variants, work, line = rebuild(folder, load_plan(folder))  # resumable: nothing refused
+    _, work, line = rebuild(folder, load_plan(folder))  # resumable: nothing refused
     assert work and line.endswith("to run")
 
 
@@ -311,7 +312,7 @@ def test_resume_refuses_a_folder_whose_specs_no_longer_match(
     tamper, message = TAMPERING[case]
     tamper(folder)
     before = tree_hashes(folder)
-    code, out, err = cli("compare", "--resume", str(folder))
+    code, _, err = cli("compare", "--resume", str(folder))
     assert code == 2 and message in err, err
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: --resume ")
     assert tree_hashes(folder) == before  # refused before anything was touched
@@ -330,7 +331,7 @@ def test_resume_of_a_complete_comparison_says_so_and_runs_nothing(cli, complete:
     [
         ("run dir", "not a comparison folder (no plan.json)"),
         ("nowhere", "no such folder"),
-        ("with a spec", "--resume runs the comparison's own specs and options; drop SPEC"),
+        ("with a spec", "--resume runs the comparison's own specs; drop SPEC"),
     ],
 )
 def test_resume_refuses_what_is_not_a_comparison_in_one_line(
