@@ -131,6 +131,12 @@ def format_differs(differs: dict[str, Any]) -> str:
     return ", ".join(f"{k.removesuffix('.name')}={_value(differs[k])}" for k in keys)
 
 
+def _status(variant: Variant) -> str:
+    """A variant's status cell: after a stop, its unfinished runs read as missing."""
+    missing = sum(r.status in UNFINISHED for r in variant.runs)
+    return f"missing {missing}/{len(variant.runs)}" if missing else variant.status
+
+
 @dataclass
 class Column:
     header: str
@@ -180,7 +186,7 @@ def results_columns(
             ],
             justify="left",
         ),
-        col("status", [v.status for v in variants], justify="left"),
+        col("status", [_status(v) for v in variants], justify="left"),
         col("seeds", [str(s.n) for s in stats]),
         col(
             "test acc %",
