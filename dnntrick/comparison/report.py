@@ -22,6 +22,7 @@ from dnntrick.comparison.executor import UNFINISHED, Event
 from dnntrick.comparison.variants import RunRecord, Stats, Variant, epochs_to, what_differs
 
 BEST = "bold green"
+MIN_DIFFERS = 28  # the "what differs" column's narrowest width (characters)
 
 
 class LiveProgress:
@@ -258,6 +259,8 @@ def results_table(
             justify=column.justify,  # type: ignore[arg-type]
             overflow="fold" if wraps else "ellipsis",
             no_wrap=not wraps,
+            # a narrow terminal squeezes the one column that may wrap: keep it readable
+            min_width=min(MIN_DIFFERS, max(map(len, column.cells))) if wraps else None,
         )
     for row in range(len(variants)):
         cells = []

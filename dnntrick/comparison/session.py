@@ -265,7 +265,7 @@ def finish(
         "threads_per_job": plan.threads,
         "wall_seconds": time.perf_counter() - started,
         "complete": not missing,
-        "interrupted": stop.name or None,
+        "interrupted": (stop.name or None) if missing else None,
         "missing_runs": len(missing),
     }
     document = comparison_json(variants, stats, base, meta, target)
@@ -274,10 +274,11 @@ def finish(
         write_json(folder / "comparison.json", document)
         atomic_write(folder / "comparison.csv", text.encode())
     comparison = Comparison(variants, stats, base, folder, document, text, target)
-    comparison.stopped, comparison.missing = stop.exit_code, len(missing)
+    # a signal after the last run had finished stopped nothing: the comparison is complete
+    comparison.stopped, comparison.missing = (stop.exit_code if missing else 0), len(missing)
     if outputs.csv_file is not None:
         atomic_write(outputs.csv_file, text.encode())
-    if stop.requested:
+    if comparison.stopped:
         return comparison
     if outputs.plot is not None:
         from dnntrick.comparison.plots import plot_comparison

@@ -23,6 +23,7 @@ import pytest
 from dnntrick.comparison import executor
 from dnntrick.comparison.plan import PLAN, fingerprint, load_plan
 from dnntrick.comparison.resume import rebuild
+from tests.comparison.test_stop import alive
 from tests.conftest import REPO, assert_same_run, signal_at, write_spec
 
 SPEC = """\
@@ -85,13 +86,6 @@ def descendants(pid: int) -> list[int]:
         found += children
         frontier = children
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def survivors(pids: list[int], wait: float = 3.0) -> list[str]:
