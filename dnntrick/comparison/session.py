@@ -41,6 +41,7 @@ class Comparison:
     notes: list[str] = field(default_factory=list)  # what the table's footer says
     stopped: int = 0  # 130/143 when a signal stopped it before every run had finished
     missing: int = 0  # runs that did not finish (interrupted or never started)
+    written: bool = True  # comparison.json/csv written (a complete one resumed: left as it was)
 
     @property
     def exit_code(self) -> int:
@@ -273,7 +274,7 @@ def finish(
     if write:
         write_json(folder / "comparison.json", document)
         atomic_write(folder / "comparison.csv", text.encode())
-    comparison = Comparison(variants, stats, base, folder, document, text, target)
+    comparison = Comparison(variants, stats, base, folder, document, text, target, written=write)
     # a signal after the last run had finished stopped nothing: the comparison is complete
     comparison.stopped, comparison.missing = (stop.exit_code if missing else 0), len(missing)
     if outputs.csv_file is not None:

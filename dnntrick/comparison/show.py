@@ -43,7 +43,9 @@ def print_comparison(
         console.print(f"[dim]{note}[/]")
     plots: list[Path | None] = [] if result.stopped else [outputs.plot, outputs.plot_gradients]
     extra = [str(p) for p in (outputs.csv_file, *plots) if p]
-    console.print(f"[dim]wrote {', '.join([f'{result.folder}/comparison.json|csv', *extra])}[/]")
+    own = [f"{result.folder}/comparison.json|csv"] if result.written else []
+    if own or extra:
+        console.print(f"[dim]wrote {', '.join([*own, *extra])}[/]")
     if as_json:
         echo(json.dumps(result.document, indent=2))
     print_failures(variants, echo_err)
