@@ -150,13 +150,13 @@ def resume_comparison(
     from dnntrick.comparison.executor import Plan, cpu_count
     from dnntrick.comparison.session import (
         Outputs,
-        _console,
         check_executor,
         check_outputs,
         execute,
         finish,
+        make_console,
     )
-    from dnntrick.comparison.stop import Stop
+    from dnntrick.comparison.stop import Stop, stop_on_signals
     from dnntrick.comparison.variants import pick_baseline
 
     outputs = outputs or Outputs()
@@ -169,11 +169,12 @@ def resume_comparison(
     check_executor(executor, address, jobs)
     variants, work, line = rebuild(folder, document)
     base = pick_baseline(variants, options.get("baseline"))
-    console = _console(console)
+    console = make_console(console)
     started = time.perf_counter()
     if not work:
         previous = _read_json(folder / "comparison.json")
-        complete = previous.get("complete", True) and previous.get("missing_runs", 0) == 0
+        # killed after its last run, before comparison.json: write it now
+        complete = bool(previous) and previous.get("missing_runs", 0) == 0
         console.print(f"{folder}: {line}; nothing to run", soft_wrap=True)
         plan = Plan(int(previous.get("jobs") or 0), int(previous.get("threads_per_job") or 0))
         return finish(variants, base, folder, options, plan, Stop(), started, outputs, not complete)
@@ -182,5 +183,6 @@ def resume_comparison(
     plan = Plan(max(1, min(jobs or cpu_count() // threads, len(work))), threads)
     console.print(f"[bold]resume[/] {folder}: {line}", soft_wrap=True)
     header = f"{len(variants)} variants, {len(work)} runs to go"
-    plan, stop = execute(work, plan, executor, address, jobs, console, folder, header)
-    return finish(variants, base, folder, options, plan, stop, started, outputs)
+    with stop_on_signals(Stop()) as stop:  # until what finished is written
+        plan = execute(work, plan, executor, address, jobs, console, folder, header, stop)
+        return finish(variants, base, folder, options, plan, stop, started, outputs)

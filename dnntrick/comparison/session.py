@@ -99,9 +99,10 @@ def run_comparison(
 
     from dnntrick.comparison.executor import THREADS_PER_CPU_RUN, cpu_count, plan_jobs
     from dnntrick.comparison.plan import write_plan
+    from dnntrick.comparison.stop import Stop, stop_on_signals
     from dnntrick.training.rundir import make_run_dir
 
-    console = _console(console)
+    console = make_console(console)
     folder = make_run_dir(out, "compare")
     work = spec_jobs(variants, folder, executor)
     gpus = 0 if executor == "ray" else _gpus([w.job.spec["device"] for w in work])
@@ -121,9 +122,10 @@ def run_comparison(
     write_plan(folder, variants, entries, options)  # before any run: what --resume continues
     started = time.perf_counter()
     header = f"{len(variants)} variants, {len(work)} runs"
-    plan, stop = execute(work, plan, executor, address, jobs, console, folder, header)
     outputs = Outputs(plot, csv_file, plot_gradients)
-    return finish(variants, base, folder, options, plan, stop, started, outputs)
+    with stop_on_signals(Stop()) as stop:  # until what finished is written
+        plan = execute(work, plan, executor, address, jobs, console, folder, header, stop)
+        return finish(variants, base, folder, options, plan, stop, started, outputs)
 
 
 @dataclass
@@ -144,7 +146,8 @@ class Outputs:
     plot_gradients: Path | None = None
 
 
-def _console(console: Console | None) -> Console:
+def make_console(console: Console | None) -> Console:
+    """`console`, or a quiet one on stderr; 160 columns where the output is no terminal."""
     from rich.console import Console
 
     if console is None:
@@ -181,16 +184,17 @@ def execute(
     console: Console,
     folder: Path,
     header: str,
-) -> tuple[Plan, Stop]:
+    stop: Stop,
+) -> Plan:
     """Run the jobs of `work` (live progress on `console`) and fill in their records; a
-    SIGINT/SIGTERM stops them (see stop.py). Records of jobs that never started: "not run"."""
+    SIGINT/SIGTERM fills `stop` and stops them (see stop.py). Records of jobs that never
+    started: "not run"."""
     from dnntrick.comparison.executor import THREADS_PER_CPU_RUN, make_executor
     from dnntrick.comparison.report import LiveProgress
-    from dnntrick.comparison.stop import Stop, stop_on_signals
+    from dnntrick.comparison.stop import stop_on_signals
 
-    stop = Stop()
     if not work:
-        return plan._replace(jobs=0, threads=0), stop
+        return plan._replace(jobs=0, threads=0)
     runs = {w.job.id: (w.variant, w.record) for w in work}
     jobs = [w.job for w in work]
     if executor == "ray":
@@ -231,7 +235,7 @@ def execute(
     for job_id, (_, record) in runs.items():
         if job_id not in finished:
             record.status = "not run"
-    return plan, stop
+    return plan
 
 
 def finish(

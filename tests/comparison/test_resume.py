@@ -194,7 +194,7 @@ def test_ctrl_c_twice_stops_at_once_and_leaves_a_resumable_folder(tmp_path: Path
     wait_for(lambda: cut_point(out))
     workers = descendants(compare.pid)
     os.killpg(compare.pid, signal.SIGINT)  # Ctrl-C: the whole foreground process group
-    time.sleep(0.2)
+    time.sleep(0.05)
     sent = time.monotonic()
     os.killpg(compare.pid, signal.SIGINT)
     _, err = compare.communicate(timeout=120)
