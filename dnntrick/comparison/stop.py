@@ -70,7 +70,9 @@ class Stop:
 
 @contextlib.contextmanager
 def stop_on_signals(stop: Stop) -> Iterator[Stop]:
-    """SIGINT/SIGTERM fill `stop` (and say what happens) instead of raising, while inside."""
+    """SIGINT/SIGTERM fill `stop` (and say what happens) instead of raising, while inside. A
+    run in this process (--jobs 1) saves a checkpoint with its own handlers while it trains;
+    one that is building or summarizing (`running`) is stopped at once."""
     if threading.current_thread() is not threading.main_thread():  # only main may set handlers
         yield stop
         return
@@ -86,6 +88,9 @@ def stop_on_signals(stop: Stop) -> Iterator[Stop]:
         else:
             message = f"{name} again: stopping at once"
         print(f"\n{message}", file=sys.stderr, flush=True)
+        if _running.is_set():
+            _running.clear()
+            raise _interrupted(signum, "outside training")
 
     previous = {s: signal.signal(s, handle) for s in SIGNALS}
     try:

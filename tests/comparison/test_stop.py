@@ -30,6 +30,15 @@ def test_signals_fill_the_stop_request_then_the_old_handlers_come_back():
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_in_this_process_a_run_outside_training_stops_at_once():
+    request = stop.Stop()
+    with stop.stop_on_signals(request), pytest.raises(Interrupted) as caught, stop.running():
+        os.kill(os.getpid(), signal.SIGINT)  # e.g. while --jobs 1 builds the next run
+        time.sleep(1)
+        pytest.fail("the signal did not stop the run")
+    assert request.requested and caught.value.exit_code == 130
+
+
 def test_a_worker_stops_a_run_outside_its_handlers_and_never_raises_when_idle(monkeypatch):
     monkeypatch.setattr(stop, "_pending", 0)
     with pytest.raises(Interrupted) as caught, stop.running():
