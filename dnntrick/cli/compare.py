@@ -3,7 +3,6 @@ one row per variant with mean ± std over seeds and the paired difference agains
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +10,7 @@ from typing import Annotated
 import typer
 
 from dnntrick.cli.common import DeviceOpt, OutOpt
+from dnntrick.errors import UsageError
 
 INSTALL = "pip install 'dnntrick[ray]'"  # as comparison/session.py says it
 
@@ -34,9 +34,11 @@ Inputs = Annotated[
 def compare(
     inputs: Inputs = None,
     seeds: Annotated[
-        int,
-        typer.Option("--seeds", min=1, help="Runs per spec variant, with seeds s0, s0+1, …"),
-    ] = 3,
+        int | None,
+        typer.Option(
+            "--seeds", min=1, help="Runs per spec variant, with seeds s0, s0+1, … [default: 3]"
+        ),
+    ] = None,
     vary: Annotated[
         list[str] | None,
         typer.Option(
@@ -80,19 +82,31 @@ def compare(
         typer.Option("--json", help="comparison.json on stdout; table and progress on stderr."),
     ] = False,
     executor: Annotated[
-        ExecutorName,
+        ExecutorName | None,
         typer.Option(
             "--executor",
             help="Where the runs execute: worker processes here, or Ray tasks (local Ray "
-            f"instance, or the cluster at --address; needs {INSTALL}).",
+            f"instance, or the cluster at --address; needs {INSTALL}). [default: process; "
+            "with --resume: the comparison's own]",
+            show_default=False,
         ),
-    ] = ExecutorName.process,
+    ] = None,
     address: Annotated[
         str | None,
         typer.Option(
             "--address",
             metavar="ADDR",
             help="With --executor ray: an existing Ray cluster ('auto', 'ray://HOST:10001').",
+            show_default=False,
+        ),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            metavar="COMPARE_DIR",
+            help="Finish a stopped comparison: run only its missing or failed runs (a cut run "
+            "continues from its checkpoint), then write the whole comparison.",
             show_default=False,
         ),
     ] = None,
@@ -103,46 +117,41 @@ def compare(
     and each is judged against the baseline by the 95% CI of the paired difference."""
     from rich.console import Console
 
-    from dnntrick.comparison.report import print_failures, results_table
-    from dnntrick.comparison.session import run_comparison
+    from dnntrick.comparison.session import Outputs, run_comparison
+    from dnntrick.comparison.show import print_comparison
 
     console = Console(stderr=as_json, highlight=False)
-    result = run_comparison(
-        list(inputs or []),
-        seeds=seeds,
-        vary=list(vary or []),
-        jobs=jobs,
-        target=target,
-        baseline=baseline,
-        executor=executor.value,
-        address=address,
-        out=out,
-        device=device,
-        console=console,
-        plot=plot,
-        csv_file=csv_file,
-        plot_gradients=plot_gradients,
-    )
-    variants, base = result.variants, result.baseline
-    table, same = results_table(variants, result.stats, base, target)
-    console.print(table)
-    if same:
-        console.print("[dim]same for all: " + " · ".join(same) + "[/]")
-    console.print(
-        f"[dim]Δ: test accuracy minus {base.label}'s, paired by seed "
-        f"({', '.join(map(str, result.document['seeds']))}), mean with its 95% t interval; "
-        "best in green.[/]"
-    )
-    for note in result.notes:
-        console.print(f"[dim]{note}[/]")
-    written = [
-        f"{result.folder}/comparison.json|csv",
-        *(str(p) for p in (plot, csv_file, plot_gradients) if p),
-    ]
-    console.print(f"[dim]wrote {', '.join(written)}[/]")
-    if as_json:
-        typer.echo(json.dumps(result.document, indent=2))
-    print_failures(variants, lambda line: typer.echo(line, err=True))
+    outputs = Outputs(plot, csv_file, plot_gradients)
+    if resume is not None:
+        from dnntrick.comparison.resume import resume_comparison
+
+        given: dict[str, object] = {"SPEC|RUN_DIR|KEY=VALUE": inputs, "--seeds": seeds}
+        given |= {"--vary": vary, "--target": target, "--baseline": baseline, "--device": device}
+        if clash := [name for name, value in given.items() if value] + ["--out"] * (
+            out != Path("runs")
+        ):
+            raise UsageError(f"--resume runs the comparison's own specs; drop {', '.join(clash)}")
+        result = resume_comparison(
+            resume, jobs, executor.value if executor else None, address, console, outputs
+        )
+    else:
+        result = run_comparison(
+            list(inputs or []),
+            seeds=3 if seeds is None else seeds,
+            vary=list(vary or []),
+            jobs=jobs,
+            target=target,
+            baseline=baseline,
+            executor=(executor or ExecutorName.process).value,
+            address=address,
+            out=out,
+            device=device,
+            console=console,
+            plot=outputs.plot,
+            csv_file=outputs.csv_file,
+            plot_gradients=outputs.plot_gradients,
+        )
+    print_comparison(result, console, typer.echo, outputs, as_json)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
 

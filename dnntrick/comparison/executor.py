@@ -1,26 +1,45 @@
-"""Where the runs of a comparison execute. One small interface, `Executor.run(jobs, on_event)`:
+"""Where the runs of a comparison execute. One small interface, shared by `compare` and anything
+else that runs many specs (a tuner):
 
-- `InProcessExecutor`: one run after another in this process (--jobs 1).
-- `ProcessExecutor`: up to N worker processes ('spawn' start method: torch and fork don't mix),
-  each with its torch thread count set so that jobs × threads ≤ cores.
+    Executor.run(jobs, on_event, stop=None) -> list[Outcome]
 
-Workers never raise: every run comes back as an `Outcome` (ok, diverged or error, with a
-one-line message), so one failing variant cannot stop the others. Progress comes back as small
-tuples through a multiprocessing queue, fed by `EventReporter` inside the worker.
+- `jobs`: `Job`s (a validated spec as a plain dict, where its run directory goes, and `resume`:
+  a cut run's directory to continue from its checkpoint).
+- `on_event`: progress, called in the caller's thread: ("start", id, {pid}), ("epoch", id, ...),
+  ("end", id, {status, test_accuracy}).
+- `stop`: a `comparison.stop.Stop`, usually filled by `stop_on_signals` (SIGINT/SIGTERM). When it
+  is requested, no new job starts and the running ones are asked to save a checkpoint and stop
+  (status "interrupted"); when it is urgent (a second signal) they stop at once and any worker
+  still there after KILL_GRACE_S is killed. `run` returns only when no worker runs any more.
+- The result: one `Outcome` per job that started (ok, diverged, error or interrupted, in any
+  order); a job with no Outcome never started.
+
+Executors: `InProcessExecutor` (one run after another in this process, --jobs 1);
+`ProcessExecutor` (up to N spawned worker processes, 'spawn': torch and fork don't mix, each with
+its torch thread count set so that jobs × threads ≤ cores; the workers never outlive the caller,
+see stop.py); `RayExecutor` in ray_executor.py.
+
+Workers never raise: every run comes back as an `Outcome` with a one-line message, so one failing
+variant cannot stop the others. Progress comes back as small tuples through a multiprocessing
+queue, fed by `EventReporter` inside the worker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
 import queue
+import signal
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+from dnntrick.comparison.stop import Stop, running, worker_lifeline
 from dnntrick.training.report import Reporter
 
 # An MLP step on small batches gains little from intra-op threads, and on a busy machine they
@@ -29,9 +48,12 @@ from dnntrick.training.report import Reporter
 THREADS_PER_CPU_RUN = 1
 RUNS_PER_GPU = 4  # MLP runs are small: several share one GPU and keep it busier than one alone
 POLL_S = 0.1
+KILL_GRACE_S = 3.0  # after a second signal: how long runs may take to stop before SIGKILL
 
-# (kind, job id, payload): ("start", id, {}), ("epoch", id, {epoch, epochs[, val_accuracy, done]}),
-# ("end", id, {status, test_accuracy})
+UNFINISHED = ("interrupted", "not run")  # a stopped run's status, and a job's that never started
+
+# (kind, job id, payload): ("start", id, {pid}), ("epoch", id, {epoch, epochs[, val_accuracy,
+# done]}), ("end", id, {status, test_accuracy})
 Event = tuple[str, int, dict[str, Any]]
 
 
@@ -44,12 +66,13 @@ class Job:
     out: str
     source: str | None = None
     overrides: list[str] = field(default_factory=list)
+    resume: str | None = None  # a cut run's directory: continue it from its last checkpoint
 
 
 @dataclass
 class Outcome:
     id: int
-    status: str  # ok | diverged | error
+    status: str  # ok | diverged | error | interrupted (stopped by a signal, checkpoint saved)
     summary: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
@@ -57,9 +80,12 @@ class Outcome:
 
 
 class Executor(Protocol):
-    """Runs jobs and returns one Outcome per job (in any order); calls on_event with progress."""
+    """Runs jobs and returns one Outcome per job that started (in any order); calls on_event
+    with progress; stops early when `stop` is requested (see the module docstring)."""
 
-    def run(self, jobs: list[Job], on_event: Callable[[Event], None]) -> list[Outcome]: ...
+    def run(
+        self, jobs: list[Job], on_event: Callable[[Event], None], stop: Stop | None = None
+    ) -> list[Outcome]: ...
 
 
 class Plan(NamedTuple):
@@ -125,21 +151,27 @@ def run_job(job: Job, send: Callable[[Event], None], arrays: Any = None) -> Outc
 
 
 def _train(job: Job, send: Callable[[Event], None], arrays: Any) -> Outcome:
-    from dnntrick.errors import DivergedError, DnntrickError
+    from pathlib import Path
+
+    from dnntrick.errors import DivergedError, DnntrickError, Interrupted
     from dnntrick.runner import run_spec
     from dnntrick.spec.schema import Spec
 
-    send(("start", job.id, {}))
+    send(("start", job.id, {"pid": os.getpid()}))
     try:
         spec = Spec.model_validate(job.spec)
-        result = run_spec(
-            spec,
-            job.out,
-            EventReporter(job.id, send),
-            job.source,
-            list(job.overrides),
-            arrays=arrays,
-        )
+        with running():
+            result = run_spec(
+                spec,
+                job.out,
+                EventReporter(job.id, send),
+                job.source,
+                list(job.overrides),
+                arrays=arrays,
+                resume=Path(job.resume) if job.resume else None,
+            )
+    except Interrupted as err:
+        return Outcome(job.id, "interrupted", error=str(err), exit_code=err.exit_code)
     except DivergedError as err:
         return Outcome(job.id, "diverged", error=str(err), exit_code=err.exit_code)
     except DnntrickError as err:
@@ -168,29 +200,43 @@ class InProcessExecutor:
     def __init__(self, threads: int | None = None):
         self.threads = threads
 
-    def run(self, jobs: list[Job], on_event: Callable[[Event], None]) -> list[Outcome]:
+    def run(
+        self, jobs: list[Job], on_event: Callable[[Event], None], stop: Stop | None = None
+    ) -> list[Outcome]:
         import torch
 
+        stop = stop or Stop()
         before = torch.get_num_threads()
         torch.set_num_threads(self.threads or before)
+        outcomes: list[Outcome] = []
         try:
-            return [run_job(job, on_event) for job in jobs]
+            for job in jobs:
+                if stop.requested:
+                    break
+                outcomes.append(run_job(job, on_event))
+                if outcomes[-1].status == "interrupted" and not stop.requested:
+                    stop.request_from_exit(outcomes[-1].exit_code)  # the run caught it itself
         finally:
             torch.set_num_threads(before)
+        return outcomes
 
 
 _events: Any = None  # the worker's end of the event queue (set by _init_worker)
+_halt: Any = None  # set by the parent once it stops: a job picked up after that does not start
 
 
-def _init_worker(events: Any, threads: int) -> None:
-    global _events
-    _events = events
+def _init_worker(events: Any, halt: Any, threads: int) -> None:
+    global _events, _halt
+    worker_lifeline()  # first: a worker must never outlive the compare
+    _events, _halt = events, halt
     import torch
 
     torch.set_num_threads(threads)
 
 
-def _worker(job: Job) -> Outcome:
+def _worker(job: Job) -> Outcome | None:
+    if _halt.is_set():
+        return None  # never started
     return run_job(job, _events.put)
 
 
@@ -200,25 +246,73 @@ class ProcessExecutor:
     def __init__(self, jobs: int, threads: int, start_method: str = "spawn"):
         self.jobs, self.threads, self.start_method = jobs, threads, start_method
 
-    def run(self, jobs: list[Job], on_event: Callable[[Event], None]) -> list[Outcome]:
+    def run(
+        self, jobs: list[Job], on_event: Callable[[Event], None], stop: Stop | None = None
+    ) -> list[Outcome]:
+        stop = stop or Stop()
         context = multiprocessing.get_context(self.start_method)
-        events = context.Queue()
+        events, halt = context.Queue(), context.Event()
         outcomes: list[Outcome] = []
         pool = ProcessPoolExecutor(
-            self.jobs, mp_context=context, initializer=_init_worker, initargs=(events, self.threads)
+            self.jobs,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(events, halt, self.threads),
         )
+        running: dict[int, int] = {}  # job id → pid of the worker that runs it
+        told = 0  # signals forwarded so far (the workers hear each signal once)
+
+        def track(event: Event) -> None:
+            kind, job_id, payload = event
+            if kind == "start" and payload.get("pid"):
+                running[job_id] = payload["pid"]
+                if told:  # it started just before the stop: stop it too
+                    _signal(payload["pid"], stop.signum)
+            elif kind == "end":
+                running.pop(job_id, None)
+            on_event(event)
+
+        kill_at = None
         try:
-            futures: dict[Future[Outcome], Job] = {pool.submit(_worker, job): job for job in jobs}
+            futures: dict[Future[Outcome | None], Job] = {
+                pool.submit(_worker, job): job for job in jobs
+            }
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
-                _drain(events, on_event)
+                _drain(events, track)
                 for future in done:
-                    outcomes.append(_outcome(future, futures[future]))
-            _drain(events, on_event)
+                    outcome = _outcome(future, futures[future], stop)
+                    if outcome is not None:
+                        outcomes.append(outcome)
+                if stop.count > told:  # a new signal: no new job; the running ones stop
+                    halt.set()
+                    for future in pending:
+                        future.cancel()
+                    for pid in running.values():
+                        _signal(pid, stop.signum)
+                    told = stop.count
+                    if stop.urgent:
+                        kill_at = time.monotonic() + KILL_GRACE_S
+                if kill_at is not None and time.monotonic() > kill_at:
+                    _kill_workers(pool)  # the futures now fail as BrokenProcessPool: interrupted
+                    kill_at = None
+            _drain(events, track)
+            if stop.requested:  # every job is in: the idle workers hold nothing, and a torch
+                _kill_workers(pool)  # process's orderly exit takes seconds on a busy machine
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         return outcomes
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        _signal(process.pid, signal.SIGKILL)
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # it has just ended
+        os.kill(pid, signum)
 
 
 def _drain(events: Any, on_event: Callable[[Event], None]) -> None:
@@ -229,10 +323,16 @@ def _drain(events: Any, on_event: Callable[[Event], None]) -> None:
             return
 
 
-def _outcome(future: Future[Outcome], job: Job) -> Outcome:
+def _outcome(future: Future[Outcome | None], job: Job, stop: Stop) -> Outcome | None:
+    """The job's Outcome; None when it never started."""
+    if future.cancelled():
+        return None
     try:
         return future.result()
     except BrokenProcessPool:
+        if stop.requested:  # killed after a second signal
+            message = f"stopped at once ({stop.name}); its worker was killed"
+            return Outcome(job.id, "interrupted", error=message, exit_code=stop.exit_code)
         return Outcome(
             job.id, "error", error="its worker process died (out of memory?)", exit_code=1
         )

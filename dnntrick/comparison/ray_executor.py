@@ -12,7 +12,12 @@ existing cluster. The same `Executor` interface as the process executor, so ever
 - Progress: tasks put events on a `ray.util.queue.Queue`; the driver drains it while it waits.
 - Run directories: a task on the driver's node writes under the comparison's folder as usual; a
   task on another node trains into a temporary folder and ships its files back, and the driver
-  writes them under the comparison's folder.
+  writes them under the comparison's folder. A job that continues a cut run (`Job.resume`) runs
+  on the driver's node, where its run directory is.
+- Stopping (`stop` requested, e.g. Ctrl-C or SIGTERM to the compare): queued tasks are
+  cancelled; running ones get Ray's cancel, which calls SIGINT's handler in the task: a run
+  that trains saves a checkpoint and returns "interrupted", one outside training stops at once
+  (stop.task_signals). A second signal force-cancels (kills) them.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from dnntrick.comparison.executor import (
     Outcome,
     run_job,
 )
+from dnntrick.comparison.stop import Stop, task_signals
 from dnntrick.errors import DnntrickError, UsageError
 
 INSTALL = "pip install 'dnntrick[ray]'"
@@ -95,7 +101,10 @@ class RayExecutor:
             self.ray.shutdown()
         self.started_here = False
 
-    def run(self, jobs: list[Job], on_event: Callable[[Event], None]) -> list[Outcome]:
+    def run(
+        self, jobs: list[Job], on_event: Callable[[Event], None], stop: Stop | None = None
+    ) -> list[Outcome]:
+        stop = stop or Stop()
         if self.ray is None:
             self.connect()
         ray = self.ray
@@ -110,23 +119,34 @@ class RayExecutor:
         refs: dict[Any, Job] = {}
         for job in jobs:
             options = task_resources(job.spec["device"], gpus)
+            if job.resume:  # its checkpoint is on this node
+                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(driver, soft=False)
             arrays = data[_data_key(job)]
             ref = task.options(**options).remote(job, arrays, events, self.work, driver, ship)
             refs[ref] = job
         outcomes: list[Outcome] = []
         pending = list(refs)
+        told = 0  # signals passed on to the tasks so far
         try:
             while pending:
                 done, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
                 _drain(events, on_event)
                 for ref in done:
-                    outcome = _outcome(ray, ref, refs[ref])
+                    outcome = _outcome(ray, ref, refs[ref], stop)
+                    if outcome is None:
+                        continue
                     if outcome.error and outcome.error.startswith("its Ray "):  # it sent no end
                         on_event(("end", outcome.id, {"status": "error", "test_accuracy": None}))
                     outcomes.append(outcome)
+                if stop.count > told:  # queued: dropped; running: checkpoint and stop
+                    for ref in pending:
+                        ray.cancel(ref, force=stop.urgent)
+                    told = stop.count
             _drain(events, on_event)
         finally:
-            for ref in pending:  # Ctrl-C: stop what is still queued or running
+            for ref in pending:  # an exception here: stop what is still queued or running
                 ray.cancel(ref, force=True)
             events.shutdown()
         return outcomes
@@ -170,33 +190,40 @@ def _task(
     job: Job, arrays: Any, events: Any, work: Work, driver: str, ship: bool | None
 ) -> tuple[Outcome, dict[str, bytes]]:
     """Inside a Ray worker: train one job; (Outcome, files to write on the driver's side)."""
-    import ray
-    import torch
+    with task_signals():  # first: a cancel must not land in the middle of `import torch`
+        import ray
+        import torch
 
-    torch.set_num_threads(THREADS_PER_CPU_RUN)
-    if ship is None:
-        ship = ray.get_runtime_context().get_node_id() != driver
-    if not ship:
-        return work(job, events.put_nowait, arrays), {}
-    with tempfile.TemporaryDirectory(prefix="dnntrick-ray-") as tmp:
-        local = Job(job.id, job.spec, tmp, job.source, job.overrides)
-        outcome = work(local, events.put_nowait, arrays)
-        files = {
-            str(path.relative_to(tmp)): path.read_bytes()
-            for path in sorted(Path(tmp).rglob("*"))
-            if path.is_file()
-        }
-    return outcome, files
+        torch.set_num_threads(THREADS_PER_CPU_RUN)
+        if ship is None:
+            ship = ray.get_runtime_context().get_node_id() != driver
+        if not ship:
+            return work(job, events.put_nowait, arrays), {}
+        with tempfile.TemporaryDirectory(prefix="dnntrick-ray-") as tmp:
+            local = Job(job.id, job.spec, tmp, job.source, job.overrides, job.resume)
+            outcome = work(local, events.put_nowait, arrays)
+            files = {
+                str(path.relative_to(tmp)): path.read_bytes()
+                for path in sorted(Path(tmp).rglob("*"))
+                if path.is_file()
+            }
+        return outcome, files
 
 
-def _outcome(ray: Any, ref: Any, job: Job) -> Outcome:
+def _outcome(ray: Any, ref: Any, job: Job, stop: Stop) -> Outcome | None:
+    """The job's Outcome; None when it was cancelled before it could return one."""
     try:
         outcome, files = ray.get(ref)
+    except ray.exceptions.TaskCancelledError:
+        return None
     except ray.exceptions.RayTaskError as err:  # the task raised: not a run's error (those are
         cause = err.cause  # Outcomes), e.g. the task could not be unpickled on the worker
         message = f"{type(cause).__name__}: {cause}".splitlines()[0][:200]
         return Outcome(job.id, "error", error=f"its Ray task failed: {message}", exit_code=1)
     except ray.exceptions.RayError as err:  # the worker died on both tries, or its node went
+        if stop.urgent:  # force-cancelled: its worker was killed
+            message = f"stopped at once ({stop.name}); its Ray worker was killed"
+            return Outcome(job.id, "interrupted", error=message, exit_code=stop.exit_code)
         message = (str(err).strip().splitlines() or [""])[0][:160]
         return Outcome(
             job.id,

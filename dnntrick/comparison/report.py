@@ -18,10 +18,11 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from dnntrick.comparison.executor import Event
+from dnntrick.comparison.executor import UNFINISHED, Event
 from dnntrick.comparison.variants import RunRecord, Stats, Variant, epochs_to, what_differs
 
 BEST = "bold green"
+MIN_DIFFERS = 28  # the "what differs" column's narrowest width (characters)
 
 
 class LiveProgress:
@@ -81,7 +82,13 @@ class LiveProgress:
             ("test acc", "right"),
         ):
             table.add_column(name, justify=justify)  # type: ignore[arg-type]
-        styles = {"ok": "green", "running": "yellow", "diverged": "red", "error": "red"}
+        styles = {
+            "ok": "green",
+            "running": "yellow",
+            "interrupted": "yellow",
+            "diverged": "red",
+            "error": "red",
+        }
         for job, (variant, record) in self.runs.items():
             style = styles.get(record.status, "dim")
             table.add_row(
@@ -123,6 +130,12 @@ def format_differs(differs: dict[str, Any]) -> str:
     choice)."""
     keys = sorted(differs, key=lambda k: k.removesuffix(".name"))  # a choice before its args
     return ", ".join(f"{k.removesuffix('.name')}={_value(differs[k])}" for k in keys)
+
+
+def _status(variant: Variant) -> str:
+    """A variant's status cell: after a stop, its unfinished runs read as missing."""
+    missing = sum(r.status in UNFINISHED for r in variant.runs)
+    return f"missing {missing}/{len(variant.runs)}" if missing else variant.status
 
 
 @dataclass
@@ -174,7 +187,7 @@ def results_columns(
             ],
             justify="left",
         ),
-        col("status", [v.status for v in variants], justify="left"),
+        col("status", [_status(v) for v in variants], justify="left"),
         col("seeds", [str(s.n) for s in stats]),
         col(
             "test acc %",
@@ -246,6 +259,8 @@ def results_table(
             justify=column.justify,  # type: ignore[arg-type]
             overflow="fold" if wraps else "ellipsis",
             no_wrap=not wraps,
+            # a narrow terminal squeezes the one column that may wrap: keep it readable
+            min_width=min(MIN_DIFFERS, max(map(len, column.cells))) if wraps else None,
         )
     for row in range(len(variants)):
         cells = []
@@ -360,12 +375,13 @@ def comparison_csv(variants: list[Variant], target: float | None) -> str:
 
 
 def print_failures(variants: list[Variant], echo: Callable[[str], None]) -> None:
-    """One line per failure: the variant, the seed, and what went wrong."""
+    """One line per failure: the variant, the seed, and what went wrong (runs that a stop left
+    unfinished are not failures: the resume line says what to do with them)."""
     for variant in variants:
         if variant.error:
             echo(f"error: {variant.label}: {variant.error.splitlines()[0]}")
             for line in variant.error.splitlines()[1:]:
                 echo(f"  {line.strip()}")
         for record in variant.runs:
-            if record.status != "ok":
+            if record.status not in ("ok", *UNFINISHED):
                 echo(f"error: {variant.label} seed {record.seed}: {record.status}: {record.error}")

@@ -26,23 +26,6 @@ train: {epochs: 2, batch_size: 50, optimizer: {name: sgd, lr: 0.05}}
 """
 
 
-@pytest.fixture(scope="session")
-def ray_local(tmp_path_factory: pytest.TempPathFactory):
-    import ray
-
-    # the workers start now, before any test's environment: give them the tests' rules
-    env = {"DNNTRICK_NO_DOWNLOAD": "1", "DNNTRICK_CACHE": str(tmp_path_factory.mktemp("ray"))}
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level="ERROR",
-        runtime_env={"env_vars": env},
-    )
-    yield ray
-    ray.shutdown()
-
-
 def _job(i: int, root: Path | str, out: Path, seed: int = 5, dataset: str = "mnist") -> Job:
     """A one-epoch job on the tiny set at `root`, named as a data set absent on this machine."""
     spec = Spec.model_validate(
