@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from dnntrick.cli.common import DeviceOpt, OutOpt
+from dnntrick.cli.tune import TrialsOpt, TuneOpt, tuner
 
 INSTALL = "pip install 'dnntrick[ray]'"  # as comparison/session.py says it
 
@@ -96,6 +97,8 @@ def compare(
             show_default=False,
         ),
     ] = None,
+    tune: TuneOpt = None,
+    trials: TrialsOpt = None,
     out: OutOpt = Path("runs"),
     device: DeviceOpt = None,
 ) -> None:
@@ -122,6 +125,7 @@ def compare(
         plot=plot,
         csv_file=csv_file,
         plot_gradients=plot_gradients,
+        tuner=tuner(tune, trials),
     )
     variants, base = result.variants, result.baseline
     table, same = results_table(variants, result.stats, base, target)

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from dnntrick.cli.common import DeviceOpt, OutOpt
-from dnntrick.cli.compare import ExecutorName
 
 SearchOpt = Annotated[
     list[str] | None,
@@ -25,9 +24,33 @@ SearchOpt = Annotated[
 TrialsOpt = Annotated[
     int | None, typer.Option("--trials", help="Trials in the study (with --resume: the new total).")
 ]
+TuneOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tune",
+        metavar="KEY=DIST",
+        help="Tune KEY per variant first (on seeds disjoint from the comparison's), as `dnntrick "
+        "tune --search`; then compare each variant at its best.",
+        show_default=False,
+    ),
+]
 JobsOpt = Annotated[
     int | None, typer.Option("--jobs", "-j", min=1, help="Trials at once (default 1).")
 ]
+
+
+def tuner(search: list[str] | None, trials: int | None) -> Any:
+    """compare --tune's TuneVariants, or None without --tune."""
+    if not search:
+        if trials is not None:
+            from dnntrick.errors import UsageError
+
+            raise UsageError("--trials sets compare --tune's study size; add --tune KEY=DIST")
+        return None
+    from dnntrick.tuning.api import DEFAULT_TRIALS
+    from dnntrick.tuning.compare import TuneVariants
+
+    return TuneVariants(search, DEFAULT_TRIALS if trials is None else trials)
 
 
 def tune(
@@ -51,8 +74,8 @@ def tune(
         int | None, typer.Option("--seed", help="TPE's seed (default: the spec's seed).")
     ] = None,
     executor: Annotated[
-        ExecutorName, typer.Option("--executor", help="Worker processes here, or Ray tasks.")
-    ] = ExecutorName.process,
+        str, typer.Option("--executor", help="Worker processes here (process), or Ray tasks (ray).")
+    ] = "process",
     resume: Annotated[
         Path | None,
         typer.Option(
@@ -98,7 +121,7 @@ def tune(
             jobs,
             pruner,
             sampler_seed,
-            executor.value,
+            executor,
             out,
             console,
         )

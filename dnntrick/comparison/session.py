@@ -59,10 +59,13 @@ def run_comparison(
     plot: Path | None = None,
     csv_file: Path | None = None,
     plot_gradients: Path | None = None,
+    tuner: Any = None,
 ) -> Comparison:
     """Run every spec of `inputs` (× seeds × the --vary grid), read every run directory in it,
     judge each variant against the baseline, and write comparison.json/csv (and the plots asked
-    for). Usage errors are raised before anything runs."""
+    for). Usage errors are raised before anything runs. `tuner` (compare --tune, from
+    dnntrick/tuning/compare.py; passed in from above, since comparison/ imports no tuning):
+    checks the variants first, tunes each once the folder exists, annotates comparison.json."""
     from dnntrick.comparison.variants import (
         dedupe_labels,
         expand_specs,
@@ -99,6 +102,8 @@ def run_comparison(
     variants.sort(key=lambda v: paths.index(v.source))  # the order given; the first is baseline
     dedupe_labels(variants)
     base = pick_baseline(variants, baseline)
+    if tuner is not None:
+        tuner.check(variants)
 
     from rich.console import Console
 
@@ -112,6 +117,7 @@ def run_comparison(
         console.width = 160  # logs and pipes: keep each variant on one line
     folder = make_run_dir(out, "compare")
     started = time.perf_counter()
+    notes = tuner.run(variants, folder, console, jobs, executor) if tuner is not None else []
     plan = _run(variants, folder, console, jobs, executor, address)
     stats = [summarize(v, base, target) for v in variants]
     seed_list = sorted({r.seed for v in variants for r in v.runs})
@@ -127,10 +133,12 @@ def run_comparison(
         "wall_seconds": time.perf_counter() - started,
     }
     document = comparison_json(variants, stats, base, meta, target)
+    if tuner is not None:
+        tuner.annotate(document)
     text = comparison_csv(variants, target)
     write_json(folder / "comparison.json", document)
     atomic_write(folder / "comparison.csv", text.encode())
-    comparison = Comparison(variants, stats, base, folder, document, text, target)
+    comparison = Comparison(variants, stats, base, folder, document, text, target, notes)
     if csv_file is not None:
         atomic_write(csv_file, text.encode())
     if plot is not None:
