@@ -15,6 +15,14 @@ if TYPE_CHECKING:
 DEFAULT_TRIALS = 20
 
 
+def run_threads(jobs: int) -> int:
+    """torch threads per run: one (an MLP step gains little from more, and on a busy machine
+    they cost a lot: comparison/executor.py's THREADS_PER_CPU_RUN), more only for spare cores."""
+    from dnntrick.comparison.executor import THREADS_PER_CPU_RUN, cpu_count
+
+    return max(THREADS_PER_CPU_RUN, cpu_count() // jobs) if jobs > 1 else THREADS_PER_CPU_RUN
+
+
 def tune_spec(
     spec: str | Path,
     overrides: list[str] | None = None,
@@ -31,7 +39,6 @@ def tune_spec(
 ) -> TuneResult:
     """Tune `spec` over `search` (KEY=DIST items) for `trials` trials of `seeds` runs each (seeds
     spec.seed + seed_offset + i). Usage errors are raised before anything is created."""
-    from dnntrick.comparison.executor import cpu_count
     from dnntrick.spec.config import apply_overrides, read_spec_file
     from dnntrick.tuning.study import TuneConfig, check_trials, run_tune
 
@@ -56,7 +63,7 @@ def tune_spec(
         pruner=pruner,
         sampler_seed=seed0 if sampler_seed is None else sampler_seed,
         jobs=jobs,
-        threads=max(1, cpu_count() // jobs) if jobs > 1 else max(1, cpu_count()),
+        threads=run_threads(jobs),
         executor=executor,
     )
     return run_tune(config, out, console)

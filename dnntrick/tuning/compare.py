@@ -36,7 +36,7 @@ class TuneVariants:
         self.folders: dict[str, str] = {}
 
     def _config(self, variant: Variant, jobs: int | None, executor: str) -> TuneConfig:
-        from dnntrick.comparison.executor import cpu_count
+        from dnntrick.tuning.api import run_threads
         from dnntrick.tuning.study import TuneConfig
 
         seed0 = min(variant.specs) + TUNE_SEED_OFFSET
@@ -50,7 +50,7 @@ class TuneVariants:
             pruner=self.pruner,
             sampler_seed=seed0,
             jobs=jobs,
-            threads=max(1, cpu_count() // jobs),
+            threads=run_threads(jobs),
             executor=executor,
         )
 

@@ -54,6 +54,8 @@ def trial_rows(study: optuna.Study, space: list[Dimension]) -> list[dict[str, An
     stored when it ended, so a finished trial's row never changes."""
     rows = []
     for t in study.trials:
+        if t.state.name == "WAITING":  # queued (a cut trial's values, to run on --resume)
+            continue
         row: dict[str, Any] = {"number": t.number, "state": t.state.name, "status": _status(t)}
         row.update({d.key: t.params.get(d.key) for d in space})
         std = t.user_attrs.get("value_std")
