@@ -40,7 +40,8 @@ def tune_spec(
     """Tune `spec` over `search` (KEY=DIST items) for `trials` trials of `seeds` runs each (seeds
     spec.seed + seed_offset + i). Usage errors are raised before anything is created."""
     from dnntrick.spec.config import apply_overrides, read_spec_file
-    from dnntrick.tuning.study import TuneConfig, check_trials, run_tune
+    from dnntrick.tuning.config import TuneConfig, check_trials
+    from dnntrick.tuning.study import run_tune
 
     trials = DEFAULT_TRIALS if trials is None else trials
     check_trials(trials)

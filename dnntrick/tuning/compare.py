@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from dnntrick.comparison.variants import Variant
-    from dnntrick.tuning.study import TuneConfig
+    from dnntrick.tuning.config import TuneConfig
 
 TUNE_SEED_OFFSET = 1000  # tuning seeds start here above the comparison's first seed
 
@@ -27,7 +27,7 @@ class TuneVariants:
     """The --tune options of one compare; `tuned[label]` holds each variant's best values."""
 
     def __init__(self, search: list[str], trials: int, seeds: int = 1, pruner: str = "median"):
-        from dnntrick.tuning.study import check_trials
+        from dnntrick.tuning.config import check_trials
 
         parse_search(list(search), "--tune")  # a bad DIST: one line before anything
         check_trials(trials)
@@ -37,7 +37,7 @@ class TuneVariants:
 
     def _config(self, variant: Variant, jobs: int | None, executor: str) -> TuneConfig:
         from dnntrick.tuning.api import run_threads
-        from dnntrick.tuning.study import TuneConfig
+        from dnntrick.tuning.config import TuneConfig
 
         seed0 = min(variant.specs) + TUNE_SEED_OFFSET
         jobs = jobs or 1
@@ -56,7 +56,7 @@ class TuneVariants:
 
     def check(self, variants: list[Variant]) -> None:
         """Every spec variant accepts the search space (UsageError otherwise)."""
-        from dnntrick.tuning.study import prepare
+        from dnntrick.tuning.config import prepare
 
         for variant in variants:
             if variant.specs:
@@ -73,7 +73,8 @@ class TuneVariants:
         """Tune each spec variant, then give its specs the best values; the notes to show."""
         from dnntrick.comparison.variants import slug, spec_params
         from dnntrick.spec.config import apply_overrides, validate
-        from dnntrick.tuning.study import prepare, run_tune
+        from dnntrick.tuning.config import prepare
+        from dnntrick.tuning.study import run_tune
 
         notes = []
         for variant in variants:

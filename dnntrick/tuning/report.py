@@ -18,9 +18,8 @@ from rich.table import Table
 if TYPE_CHECKING:
     import optuna
 
+    from dnntrick.tuning.config import Setup
     from dnntrick.tuning.search import Dimension
-    from dnntrick.tuning.study import Setup
-    from dnntrick.tuning.trials import Live as LiveTrial
 
 SHOWN = 14  # trials in the live table: the newest ones and the best
 STYLES = {"ok": "green", "running": "yellow", "pruned": "cyan", "diverged": "red", "error": "red"}
@@ -71,7 +70,7 @@ def trial_rows(study: optuna.Study, space: list[Dimension]) -> list[dict[str, An
     return rows
 
 
-class Trials(list):  # type: ignore[type-arg]
+class Trials(list[dict[str, Any]]):
     """trials.csv's rows as dicts; `.to_pandas()` for a DataFrame."""
 
     def to_pandas(self) -> Any:
@@ -169,7 +168,7 @@ class Progress:
     def __init__(self, console: Console | None, setup: Setup):
         self.console = console or Console(stderr=True, highlight=False, quiet=True)
         self.setup = setup
-        self.running: dict[int, LiveTrial] = {}
+        self.running: dict[int, Any] = {}  # trials.Live in flight
         self.study: optuna.Study | None = None
         self.live: Live | None = None
 
@@ -192,7 +191,7 @@ class Progress:
     def message(self, text: str) -> None:
         self.console.print(text)
 
-    def update(self, live: LiveTrial) -> None:
+    def update(self, live: Any) -> None:
         self.running[live.trial.number] = live
         if self.live is not None:
             self.live.update(self._table())

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import optuna
     from rich.console import Console
 
-    from dnntrick.tuning.study import Setup
+    from dnntrick.tuning.config import Setup
 
 SIGNALS = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}
 
@@ -146,7 +146,7 @@ class TrialLoop:
         self.pool.submit(job)
 
     def setup_spec(self, live: Live, seed: int) -> Any:
-        from dnntrick.tuning.study import trial_spec
+        from dnntrick.tuning.config import trial_spec
 
         return trial_spec(self.setup, live.params, seed, live.trial.number)
 

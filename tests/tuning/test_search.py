@@ -3,13 +3,15 @@ folder or run exists (tune and compare --tune)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from dnntrick.errors import UsageError
 from dnntrick.tuning.search import Dimension, parse_search, spec_values, yaml_text
-from tests.conftest import write_spec
+from tests.conftest import REPO, write_spec
 
 SPEC = """\
 name: tiny
@@ -79,7 +81,7 @@ BAD = [
 def test_bad_input_is_one_line_exit_2_and_no_folder(cli, tmp_path: Path, args, message: str):
     spec = write_spec(tmp_path, SPEC)
     out = tmp_path / "runs"
-    code, stdout, err = cli("tune", str(spec), *args, "--out", str(out))
+    code, _stdout, err = cli("tune", str(spec), *args, "--out", str(out))
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1 and message in err, err
     assert not out.exists()
@@ -105,3 +107,23 @@ def test_trials_without_tune_is_refused(cli, tmp_path: Path):
 def test_parse_search_needs_an_item():
     with pytest.raises(UsageError, match="at least one"):
         parse_search([])
+
+
+def test_tune_help_and_bad_input_import_neither_torch_nor_optuna(tmp_path: Path):
+    """`dnntrick tune --help` stays fast; a bad --search is refused before torch or Optuna load."""
+    spec = write_spec(tmp_path, SPEC)
+    probe = (
+        "import sys\nfrom dnntrick.cli import main\n"
+        "for argv in (['tune', '--help'], ['tune', sys.argv[1], '--search', 'x=gauss:1:2']):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "print([m for m in ('torch', 'optuna') if m in sys.modules], file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(spec)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    assert "--search" in done.stdout and "unknown distribution" in done.stderr
+    assert done.stderr.strip().endswith("[]"), done.stderr

@@ -53,7 +53,7 @@ def test_same_seed_same_trials_and_best_yaml_and_the_api(cli, tmp_path: Path, ti
     assert best is not None and best["value"] == max(
         float(r["value"]) for r in rows_a if r["state"] == "COMPLETE"
     )
-    code, out, err = cli("check", str(a.folder / "best.yaml"))
+    code, _out, err = cli("check", str(a.folder / "best.yaml"))
     assert code == 0, err
     from dnntrick.spec.config import load_spec
 
