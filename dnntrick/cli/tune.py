@@ -11,28 +11,30 @@ import typer
 
 from dnntrick.cli.common import DeviceOpt, OutOpt
 
+
+def _dist_option(name: str, help_text: str) -> Any:
+    """A repeatable KEY=DIST option (tune's --search, compare's --tune)."""
+    return typer.Option(name, metavar="KEY=DIST", help=help_text, show_default=False)
+
+
 SearchOpt = Annotated[
     list[str] | None,
-    typer.Option(
+    _dist_option(
         "--search",
-        metavar="KEY=DIST",
-        help="A key and its distribution: loguniform:LOW:HIGH, uniform:LOW:HIGH, int:LOW:HIGH or "
+        "A key and its distribution: loguniform:LOW:HIGH, uniform:LOW:HIGH, int:LOW:HIGH or "
         "choice:A,B,... (values as YAML). Repeat for several keys.",
-        show_default=False,
+    ),
+]
+TuneOpt = Annotated[
+    list[str] | None,
+    _dist_option(
+        "--tune",
+        "Tune KEY per variant first (on seeds disjoint from the comparison's), as `dnntrick "
+        "tune --search`; then compare each variant at its best.",
     ),
 ]
 TrialsOpt = Annotated[
     int | None, typer.Option("--trials", help="Trials in the study (with --resume: the new total).")
-]
-TuneOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--tune",
-        metavar="KEY=DIST",
-        help="Tune KEY per variant first (on seeds disjoint from the comparison's), as `dnntrick "
-        "tune --search`; then compare each variant at its best.",
-        show_default=False,
-    ),
 ]
 JobsOpt = Annotated[
     int | None, typer.Option("--jobs", "-j", min=1, help="Trials at once (default 1).")

@@ -3,15 +3,13 @@ folder or run exists (tune and compare --tune)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from dnntrick.errors import UsageError
 from dnntrick.tuning.search import Dimension, parse_search, spec_values, yaml_text
-from tests.conftest import REPO, write_spec
+from tests.conftest import run_probe, write_spec
 
 SPEC = """\
 name: tiny
@@ -118,12 +116,6 @@ def test_tune_help_and_bad_input_import_neither_torch_nor_optuna(tmp_path: Path)
         "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
         "print([m for m in ('torch', 'optuna') if m in sys.modules], file=sys.stderr)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe, str(spec)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-    )
+    done = run_probe(probe, str(spec))
     assert "--search" in done.stdout and "unknown distribution" in done.stderr
     assert done.stderr.strip().endswith("[]"), done.stderr
