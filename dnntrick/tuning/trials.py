@@ -119,7 +119,10 @@ class TrialLoop:
 
     def _counted(self) -> int:
         """Trials toward the target: every one but the cut (their values run again)."""
-        return sum(1 for t in self.study.trials if t.user_attrs.get("status") != "cut")
+        trials = self.study.trials
+        return sum(
+            t.user_attrs.get("status") != "cut" and t.state.name != "WAITING" for t in trials
+        )
 
     def _start_trial(self) -> None:
         trial = self.study.ask()
@@ -179,6 +182,8 @@ class TrialLoop:
         if live is None:
             return
         live.seconds += time.perf_counter() - live.started
+        if self.signum and outcome.status != "ok":  # stopped by Ctrl-C: cut, not pruned
+            return
         seed = self.config.seeds[live.seed_index]
         live.run_dirs += self._run_dir(outcome, live, seed)
         if outcome.status == "ok" and outcome.summary:
@@ -283,7 +288,7 @@ class TrialLoop:
         signum = self.signum or signal.SIGINT
         done = self._counted()
         raise Interrupted(
-            f"interrupted ({signal.Signals(signum).name}); {done} trials kept in "
+            f"interrupted ({signal.Signals(signum).name}); {done} finished trials kept in "
             f"{self.setup.folder}; continue with: dnntrick tune --resume {self.setup.folder}",
             SIGNALS.get(signal.Signals(signum), EXIT_SIGINT),
         )
