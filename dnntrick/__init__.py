@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Run", "Spec", "compare", "diagnose", "load_run", "train"]
+__all__ = ["Run", "Spec", "compare", "diagnose", "load_run", "train", "tune"]
 
 if TYPE_CHECKING:
     from dnntrick.api import Run, compare, diagnose, load_run, train
     from dnntrick.spec.schema import Spec
+    from dnntrick.tuning.api import tune
 
 
 def __getattr__(name: str) -> Any:
@@ -21,6 +22,10 @@ def __getattr__(name: str) -> Any:
         from dnntrick.spec.schema import Spec
 
         return Spec
+    if name == "tune":
+        from dnntrick.tuning.api import tune
+
+        return tune
     if name in __all__:
         from dnntrick import api
 

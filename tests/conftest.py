@@ -96,6 +96,14 @@ def run_cli(
     )
 
 
+def run_probe(probe: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run Python code `probe` (sys.argv[1:] = args) in a fresh interpreter at the repository
+    root: what a command imports (torch?) shows only in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-c", probe, *args], capture_output=True, text=True, cwd=REPO, check=False
+    )
+
+
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]):
     """Call the CLI in-process: cli(*args) -> (exit code, stdout, stderr)."""

@@ -35,9 +35,19 @@ def _register() -> None:
     if _registered:
         return
     _registered = True
-    from dnntrick.cli import check, compare, data, diagnose, lr_find, pretrain, train, transfer
+    from dnntrick.cli import (
+        check,
+        compare,
+        data,
+        diagnose,
+        lr_find,
+        pretrain,
+        train,
+        transfer,
+        tune,
+    )
 
-    for module in (train, transfer, pretrain, check, compare, diagnose, lr_find):
+    for module in (train, transfer, pretrain, check, compare, tune, diagnose, lr_find):
         module.register(app)
     app.add_typer(data.app, name="data")
     from dnntrick.cli import runs, show  # run directories: list them, show one

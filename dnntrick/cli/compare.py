@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from dnntrick.cli.common import DeviceOpt, OutOpt
-from dnntrick.errors import UsageError
+from dnntrick.cli.tune import TrialsOpt, TuneOpt, tuner
 
 INSTALL = "pip install 'dnntrick[ray]'"  # as comparison/session.py says it
 
@@ -110,6 +110,8 @@ def compare(
             show_default=False,
         ),
     ] = None,
+    tune: TuneOpt = None,
+    trials: TrialsOpt = None,
     out: OutOpt = Path("runs"),
     device: DeviceOpt = None,
 ) -> None:
@@ -123,14 +125,11 @@ def compare(
     console = Console(stderr=as_json, highlight=False)
     outputs = Outputs(plot, csv_file, plot_gradients)
     if resume is not None:
-        from dnntrick.comparison.resume import resume_comparison
+        from dnntrick.comparison.resume import refuse_options, resume_comparison
 
         given: dict[str, object] = {"SPEC|RUN_DIR|KEY=VALUE": inputs, "--seeds": seeds}
         given |= {"--vary": vary, "--target": target, "--baseline": baseline, "--device": device}
-        if clash := [name for name, value in given.items() if value] + ["--out"] * (
-            out != Path("runs")
-        ):
-            raise UsageError(f"--resume runs the comparison's own specs; drop {', '.join(clash)}")
+        refuse_options(given | {"--tune": tune, "--trials": trials, "--out": out != Path("runs")})
         result = resume_comparison(
             resume, jobs, executor.value if executor else None, address, console, outputs
         )
@@ -150,6 +149,7 @@ def compare(
             plot=outputs.plot,
             csv_file=outputs.csv_file,
             plot_gradients=outputs.plot_gradients,
+            tuner=tuner(tune, trials),
         )
     print_comparison(result, console, typer.echo, outputs, as_json)
     if result.exit_code:

@@ -72,7 +72,7 @@ class Job:
 @dataclass
 class Outcome:
     id: int
-    status: str  # ok | diverged | error | interrupted (stopped by a signal, checkpoint saved)
+    status: str  # ok | diverged | error | interrupted (a signal; checkpoint saved) | cancelled
     summary: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
@@ -114,11 +114,21 @@ def plan_jobs(n_runs: int, cores: int, gpus: int, jobs: int | None = None) -> Pl
     return Plan(jobs, max(1, cores // jobs))
 
 
-class EventReporter(Reporter):
-    """A silent Reporter that forwards epoch starts and ends as events (for the live table)."""
+class Cancelled(Exception):
+    """Raised at an epoch end inside a run whose job was cancelled (e.g. a pruned trial)."""
 
-    def __init__(self, job_id: int, send: Callable[[Event], None]):
-        self.job_id, self.send = job_id, send
+
+class EventReporter(Reporter):
+    """A silent Reporter that forwards epoch starts and ends as events (for the live table).
+    `stop`: asked after each epoch end; True stops the run there (raises Cancelled)."""
+
+    def __init__(
+        self,
+        job_id: int,
+        send: Callable[[Event], None],
+        stop: Callable[[], bool] | None = None,
+    ):
+        self.job_id, self.send, self.stop = job_id, send, stop
         self.epochs = 0
 
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
@@ -138,19 +148,29 @@ class EventReporter(Reporter):
                 },
             )
         )
+        if self.stop is not None and self.stop():
+            raise Cancelled
 
 
-def run_job(job: Job, send: Callable[[Event], None], arrays: Any = None) -> Outcome:
+def run_job(
+    job: Job,
+    send: Callable[[Event], None],
+    arrays: Any = None,
+    stop: Callable[[], bool] | None = None,
+) -> Outcome:
     """Train one job; any failure becomes an Outcome with a one-line message, never an exception.
-    Sends ("start", id, {}) first and ("end", id, {status, test_accuracy}) last. `arrays`: the
-    data set's decoded arrays when the caller has them (Ray's object store), else read from disk."""
-    outcome = _train(job, send, arrays)
+    Sends ("start", id, {pid}) first and ("end", id, {status, test_accuracy}) last. `arrays`: the
+    data set's decoded arrays when the caller has them (Ray's object store), else read from disk.
+    `stop`: asked at each epoch end; True ends the run there with status 'cancelled'."""
+    outcome = _train(job, send, arrays, stop)
     accuracy = outcome.summary["test_accuracy"] if outcome.summary else None
     send(("end", job.id, {"status": outcome.status, "test_accuracy": accuracy}))
     return outcome
 
 
-def _train(job: Job, send: Callable[[Event], None], arrays: Any) -> Outcome:
+def _train(
+    job: Job, send: Callable[[Event], None], arrays: Any, stop: Callable[[], bool] | None = None
+) -> Outcome:
     from pathlib import Path
 
     from dnntrick.errors import DivergedError, DnntrickError, Interrupted
@@ -164,7 +184,7 @@ def _train(job: Job, send: Callable[[Event], None], arrays: Any) -> Outcome:
             result = run_spec(
                 spec,
                 job.out,
-                EventReporter(job.id, send),
+                EventReporter(job.id, send, stop),
                 job.source,
                 list(job.overrides),
                 arrays=arrays,
@@ -172,6 +192,8 @@ def _train(job: Job, send: Callable[[Event], None], arrays: Any) -> Outcome:
             )
     except Interrupted as err:
         return Outcome(job.id, "interrupted", error=str(err), exit_code=err.exit_code)
+    except Cancelled:
+        return Outcome(job.id, "cancelled", error="stopped early: cancelled")
     except DivergedError as err:
         return Outcome(job.id, "diverged", error=str(err), exit_code=err.exit_code)
     except DnntrickError as err:

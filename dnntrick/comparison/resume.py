@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,12 @@ if TYPE_CHECKING:
 
     from dnntrick.comparison.session import Comparison, Outputs, Work
     from dnntrick.comparison.variants import RunRecord, Variant
+
+
+def refuse_options(given: Mapping[str, object]) -> None:
+    """--resume runs the comparison's own specs: any option that would change them is refused."""
+    if clash := [name for name, value in given.items() if value]:
+        raise UsageError(f"--resume runs the comparison's own specs; drop {', '.join(clash)}")
 
 
 def _state(run_dirs: list[Path]) -> tuple[str, Path | None]:

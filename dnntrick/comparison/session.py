@@ -70,10 +70,14 @@ def run_comparison(
     plot: Path | None = None,
     csv_file: Path | None = None,
     plot_gradients: Path | None = None,
+    tuner: Any = None,
 ) -> Comparison:
     """Run every spec of `inputs` (× seeds × the --vary grid), read every run directory in it,
     judge each variant against the baseline, and write comparison.json/csv (and the plots asked
-    for). Usage errors are raised before anything runs."""
+    for). Usage errors are raised before anything runs. `tuner` (compare --tune, from
+    dnntrick/tuning/compare.py; passed in from above, since comparison/ imports no tuning):
+    checks the variants first, tunes each once the folder exists; what it chose goes into the
+    plan (so --resume keeps it) and comparison.json."""
     from dnntrick.comparison.variants import (
         baseline_reason,
         dedupe_labels,
@@ -107,6 +111,8 @@ def run_comparison(
     base = pick_baseline(variants, baseline)
     reason = baseline_reason(variants, base, baseline)
     console.print(f"baseline: {base.label} ({reason})", markup=False, soft_wrap=True)
+    if tuner is not None:
+        tuner.check(variants)
 
     from dnntrick.comparison.executor import THREADS_PER_CPU_RUN, cpu_count, plan_jobs
     from dnntrick.comparison.plan import write_plan
@@ -114,6 +120,7 @@ def run_comparison(
     from dnntrick.training.rundir import make_run_dir
 
     folder = make_run_dir(out, "compare")
+    tuning = tuner.run(variants, folder, console, jobs, executor) if tuner is not None else None
     work = spec_jobs(variants, folder, executor)
     gpus = 0 if executor == "ray" else _gpus([w.job.spec["device"] for w in work])
     plan = plan_jobs(len(work), cpu_count(), gpus, jobs)
@@ -129,6 +136,7 @@ def run_comparison(
         "threads": THREADS_PER_CPU_RUN if executor == "ray" else plan.threads,
         "baseline_reason": reason,
         "skipped": [{"folder": where, "why": why} for where, why in skipped],
+        "tuning": tuning,  # compare --tune: each variant's tuned values, the studies
     }
     entries = [(w.job.id, w.variant, w.record.seed, w.job.spec) for w in work]
     write_plan(folder, variants, entries, options)  # before any run: what --resume continues
@@ -288,11 +296,19 @@ def finish(
         "skipped": options.get("skipped", []),
     }
     document = comparison_json(variants, stats, base, meta, target)
+    tuning = options.get("tuning")
+    if tuning:  # compare --tune: "tuned": {KEY: value} per variant
+        for entry in document["variants"]:
+            entry["tuned"] = tuning["tuned"].get(entry["label"], {})
+        document["tuning"] = {k: v for k, v in tuning.items() if k not in ("tuned", "notes")}
     text = comparison_csv(variants, target)
     if write:
         write_json(folder / "comparison.json", document)
         atomic_write(folder / "comparison.csv", text.encode())
-    comparison = Comparison(variants, stats, base, folder, document, text, target, written=write)
+    notes = list(tuning["notes"]) if tuning else []
+    comparison = Comparison(
+        variants, stats, base, folder, document, text, target, notes, written=write
+    )
     # a signal after the last run had finished stopped nothing: the comparison is complete
     comparison.stopped, comparison.missing = (stop.exit_code if missing else 0), len(missing)
     if outputs.csv_file is not None:

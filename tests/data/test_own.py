@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ from dnntrick.data.datasets import load_arrays, load_splits
 from dnntrick.data.own import splits_from_arrays
 from dnntrick.errors import DataError, UnsafeFileError
 from dnntrick.spec.schema import DataSpec
-from tests.conftest import write_spec
+from tests.conftest import run_probe, write_spec
 
 SPLIT_FIELDS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
@@ -474,22 +472,10 @@ def test_check_validates_own_data_specs_without_torch_or_the_file(tmp_path: Path
         "try:\n    main(['check', sys.argv[1]])\nexcept SystemExit as e:\n    code = e.code\n"
         "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', code, file=sys.stderr)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe, str(spec)],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=Path(__file__).parent.parent,
-    )
+    done = run_probe(probe, str(spec))
     assert "NO-TORCH 0" in done.stderr and "label: y" in done.stdout
     bad = write_spec(tmp_path, "data: {dataset: csv, path: d.csv}\n", "bad.yaml")
-    done = subprocess.run(
-        [sys.executable, "-c", probe, str(bad)],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=Path(__file__).parent.parent,
-    )
+    done = run_probe(probe, str(bad))
     assert "dataset csv needs label" in done.stderr and "NO-TORCH 2" in done.stderr
 
 

@@ -61,4 +61,6 @@ def test_quickstart_runs_and_shows_its_results(
     assert "'elu'" in compared and "'selu'" in compared
     assert text_of(code[-1]).strip() == "True"  # the frozen layer is bitwise the source's
     made = sorted(p.name.split("-")[0] for p in (work / "runs" / "notebook").iterdir())
-    assert made == ["compare", "selu", "selu"]  # the run, the comparison (its runs inside), reuse
+    tuned = text_of(by_source["tuned = dnntrick.tune("])
+    assert "'train.optimizer.lr'" in tuned and tuned.strip().endswith(", 3)")  # three trials
+    assert made == ["compare", "selu", "selu", "tune"]  # run, comparison, reuse, the study
