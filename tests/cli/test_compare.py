@@ -150,7 +150,7 @@ def test_failing_variants_are_reported_and_do_not_stop_the_others(
     cli, tmp_path: Path, tiny_root: Path
 ):
     def spec(name: str, data: str = "fashion-mnist", lr: str = "0.05", epochs: str = "epochs"):
-        root = tiny_root if data == "fashion-mnist" else None  # kmnist: searched, not found
+        root = tiny_root if data == "fashion-mnist" else "null"  # kmnist: searched, not found
         text = SPEC.replace(
             "name: tiny", f"name: {name}\ndata: {{dataset: {data}, root: {root}, val_size: 100}}"
         )
