@@ -125,6 +125,8 @@ def run_job(job: Job, send: Callable[[Event], None], arrays: Any = None) -> Outc
 
 
 def _train(job: Job, send: Callable[[Event], None], arrays: Any) -> Outcome:
+    import torch
+
     from dnntrick.errors import DivergedError, DnntrickError
     from dnntrick.runner import run_spec
     from dnntrick.spec.schema import Spec
@@ -139,6 +141,7 @@ def _train(job: Job, send: Callable[[Event], None], arrays: Any) -> Outcome:
             job.source,
             list(job.overrides),
             arrays=arrays,
+            threads=torch.get_num_threads(),  # the plan's count, for train.threads: auto
         )
     except DivergedError as err:
         return Outcome(job.id, "diverged", error=str(err), exit_code=err.exit_code)

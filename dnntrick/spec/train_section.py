@@ -19,6 +19,8 @@ from dnntrick.spec.base import StrictModel, check_args, name_to_mapping, unknown
 from dnntrick.tricks.optimizers import OPTIMIZERS
 from dnntrick.tricks.schedules import SCHEDULES
 
+MAX_THREADS = 1024  # torch would start them all: a typo like 10000 must not
+
 OPTIMIZER_FIELDS = (
     "momentum",
     "beta1",
@@ -287,11 +289,29 @@ class TrainSpec(StrictModel):
         description="capture the whole training step (forward, backward, clip, optimizer step) "
         "in a CUDA graph and replay it; CUDA only, for small batches where launches dominate",
     )
+    threads: int | Literal["auto"] = Field(
+        "auto",
+        description="torch's intra-op CPU threads for the run (on CUDA: the host's). auto: "
+        "what OMP_NUM_THREADS, torchrun or compare's workers set, else 1 (bench/threads.py: a "
+        "small-batch MLP step gains little from more threads and runs several times slower with "
+        "them on busy cores); N: N threads, also inside compare's workers",
+    )
     log: list[Literal["csv", "tensorboard"]] = Field(
         default_factory=list,
         description="extra logs in the run directory: csv (metrics.csv), tensorboard "
         "(tensorboard/ event files; needs the tensorboard package)",
     )
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads(cls, value: Any) -> Any:
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if value == "auto" or (whole and 1 <= value <= MAX_THREADS):
+            return value
+        shown = str(value).lower() if isinstance(value, bool) else repr(value)  # YAML's spelling
+        raise ValueError(
+            f"expected auto or a number of threads from 1 to {MAX_THREADS} (got {shown})"
+        )
 
     @field_validator("log")
     @classmethod

@@ -8,9 +8,11 @@ that can fail on bad input happens here, before any run directory exists.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -75,6 +77,37 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UsageError(f"device {name!r}: MPS is not available here; use device: cpu")
     return device
+
+
+# `train.threads: auto` on its own: one thread. bench/threads.py, 2-vCPU VM (bench/README.md):
+# the book's MLP at batch 50 and 200 gains at most 1.5x from 2 threads on quiet cores and runs
+# 5-10x slower with them when the cores are busy; one thread loses little either way.
+AUTO_THREADS = 1
+
+
+def resolve_threads(setting: int | Literal["auto"], inherited: int | None = None) -> int:
+    """The torch thread count of a run: an explicit train.threads wins. `auto` keeps a count
+    that the process's launcher chose: `inherited` (compare's workers pass theirs), the
+    OMP_NUM_THREADS torch started with, torchrun's ranks; else AUTO_THREADS."""
+    if setting != "auto":
+        return int(setting)
+    if inherited is not None:
+        return inherited
+    if os.environ.get("OMP_NUM_THREADS") or distributed.launched():
+        return torch.get_num_threads()
+    return AUTO_THREADS
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[int]:
+    """torch's intra-op thread count set to `n` inside the block and put back after it (a
+    notebook's own torch work keeps its threads)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
 
 
 def check_batch_norm_batches(spec: Spec, n: int) -> None:
