@@ -1,12 +1,13 @@
 """`python -m bench.threads`: the real training step's samples/s with one torch thread against
 all of them, on the book's MLP (784-300-100-10 ELU, Adam) at batch 50 and 200, on this machine as
 it is ("quiet") and with one busy-loop process per core started by the benchmark itself
-("loaded", so the load is the same on every machine and every rerun).
+("loaded": the same added load on every machine and every rerun).
 
 The figures behind `train.threads: auto` (dnntrick/training/build.py AUTO_THREADS). Each timing
 runs `--samples` samples through dnntrick's step (bench/loops.DnntrickLoop: the code `dnntrick
 train` runs); thread counts alternate within each repeat and the median is kept. Prints a
-fixed-column table with the ratio all/1 and writes every timing to bench/threads-<host>.json.
+fixed-column table with the ratio all/1 and writes every timing to
+bench/results-threads-<host>.json.
 """
 
 from __future__ import annotations
@@ -26,17 +27,11 @@ from typing import Annotated, Any
 
 import typer
 
+from dnntrick.comparison.executor import cpu_count as cores  # affinity-aware
+
 HERE = Path(__file__).resolve().parent
 BUSY_LOOP = "while True: pass"
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-
-
-def cores() -> int:
-    """Cores this process may use (affinity-aware)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
 
 
 @contextmanager
@@ -166,7 +161,7 @@ def main(
         f"processes; {results['cpus']} cores, torch {results['torch']}; loadavg: 1-minute load "
         "average during the part, the benchmark's own work included)"
     )
-    path = out or HERE / f"threads-{socket.gethostname()}.json"
+    path = out or HERE / f"results-threads-{socket.gethostname()}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"figures written to {path}")
 

@@ -79,9 +79,10 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-# `train.threads: auto` on its own: one thread. bench/threads.py, 2-vCPU VM (bench/README.md):
-# the book's MLP at batch 50 and 200 gains at most 1.5x from 2 threads on quiet cores and runs
-# 5-10x slower with them when the cores are busy; one thread loses little either way.
+# `train.threads: auto` on its own: one thread, at every batch size. On a 2-vCPU VM
+# (bench/README.md) the book's MLP ran 0.97x / 1.48x / 1.62x as fast with 2 threads as with 1 at
+# batch 50 / 200 / 1000 on idle cores, and 0.06x-0.14x as fast on busy ones (bench/threads.py):
+# a small gain when the machine is idle against a many-fold loss when it is not.
 AUTO_THREADS = 1
 
 
