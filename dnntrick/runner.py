@@ -60,7 +60,7 @@ def _speed_flags(spec: Spec) -> str:
     flags = [f"{threads} thread{'s' if threads > 1 else ''}"]
     flags += [spec.train.precision] if spec.train.precision != "fp32" else []
     flags += ["cuda graphs"] if spec.train.cuda_graphs else []
-    return f" ({', '.join(flags)})" if flags else ""
+    return f" ({', '.join(flags)})"
 
 
 def run_spec(
