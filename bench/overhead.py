@@ -1,6 +1,6 @@
-"""What is not training: `dnntrick --help`, data loading, and a whole `dnntrick train` run's wall
-time against its pure training time, with the run's peak RSS. The commands run as subprocesses of
-this one (the real entry point, a cold interpreter each time)."""
+"""What is not training: `dnntrick --help` and `check`, data loading, and a whole `dnntrick
+train` run's wall time against its pure training time, with the run's peak RSS. The commands run
+as subprocesses of this one (the real entry point, a cold interpreter each time)."""
 
 from __future__ import annotations
 
@@ -21,19 +21,41 @@ def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), **extra}
 
 
-def help_seconds(repeats: int) -> dict[str, Any]:
-    """Wall time of `python -m dnntrick --help` (interpreter start included)."""
-    times = []
+def command_seconds(args: list[str], repeats: int) -> dict[str, Any]:
+    """Wall and CPU (user + system) time of `python -m dnntrick ARGS`, interpreter start
+    included: medians and every run. CPU time counts this process alone, so it moves less than
+    wall time when other processes share the cores."""
+    walls, cpus = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "dnntrick", "--help"],
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dnntrick", *args],
             env=_env(),
-            capture_output=True,
-            check=True,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-        times.append(time.perf_counter() - t0)
-    return {"median": statistics.median(times), "all": times}
+        _, status, usage = os.wait4(proc.pid, 0)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(usage.ru_utime + usage.ru_stime)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"dnntrick {' '.join(args)} failed")
+    return {
+        "median": statistics.median(walls),
+        "cpu_median": statistics.median(cpus),
+        "all": walls,
+        "all_cpu": cpus,
+    }
+
+
+def help_seconds(repeats: int) -> dict[str, Any]:
+    """`dnntrick --help` (command_seconds)."""
+    return command_seconds(["--help"], repeats)
+
+
+def check_seconds(repeats: int, spec: str = "experiments/selu.yaml") -> dict[str, Any]:
+    """`dnntrick check SPEC` (command_seconds): YAML, the pydantic model, the limits."""
+    return command_seconds(["check", spec], repeats)
 
 
 IMPORTS = """

@@ -23,7 +23,7 @@ from dnntrick.errors import DivergedError, Interrupted
 from dnntrick.spec.config import dump_spec
 from dnntrick.spec.schema import Spec, default_init
 from dnntrick.training import distributed
-from dnntrick.training.build import Built, Prepare, build
+from dnntrick.training.build import Built, Prepare, build, resolve_threads, torch_threads
 from dnntrick.training.checkpoint import FOLDER, Checkpointer, Loaded, open_resume
 from dnntrick.training.guard import signals_caught
 from dnntrick.training.logs import RunLogs
@@ -56,9 +56,11 @@ def spec_prepare(spec: Spec) -> Prepare | None:
 
 
 def _speed_flags(spec: Spec) -> str:
-    flags: list[str] = [spec.train.precision] if spec.train.precision != "fp32" else []
+    threads = torch.get_num_threads()  # what this run got (build.resolve_threads)
+    flags = [f"{threads} thread{'s' if threads > 1 else ''}"]
+    flags += [spec.train.precision] if spec.train.precision != "fp32" else []
     flags += ["cuda graphs"] if spec.train.cuda_graphs else []
-    return f" ({', '.join(flags)})" if flags else ""
+    return f" ({', '.join(flags)})"
 
 
 def run_spec(
@@ -71,6 +73,7 @@ def run_spec(
     arrays: dict[str, np.ndarray] | None = None,
     resume: Path | None = None,
     force: bool = False,
+    threads: int | None = None,
 ) -> RunResult:
     """Train `spec` and write its run directory under `out`, or continue the run in `resume`
     from its last checkpoint (`force`: even if the spec differs from the checkpoint's).
@@ -78,8 +81,25 @@ def run_spec(
     `prepare` (default: the spec's transfer/pretrain hook) runs after the model is built and
     before the run directory exists, so its start-up errors leave nothing behind. `arrays`: the
     data set's decoded arrays (as `load_arrays` returns them) when the caller has them already,
-    e.g. from Ray's object store; else they are read from disk.
+    e.g. from Ray's object store; else they are read from disk. `threads`: the torch thread
+    count `train.threads: auto` keeps (compare's workers pass theirs; build.resolve_threads);
+    torch's count is put back when the run ends.
     """
+    with torch_threads(resolve_threads(spec.train.threads, threads)):
+        return _run_spec(spec, out, reporter, source, overrides, prepare, arrays, resume, force)
+
+
+def _run_spec(
+    spec: Spec,
+    out: Path | str,
+    reporter: Reporter | None,
+    source: str | None,
+    overrides: list[str] | None,
+    prepare: Prepare | None,
+    arrays: dict[str, np.ndarray] | None,
+    resume: Path | None,
+    force: bool,
+) -> RunResult:
     reporter = distributed.rank_reporter(reporter or Reporter())  # torchrun: rank 0 alone
     overrides = list(overrides or [])
     started = time.perf_counter()
@@ -221,6 +241,7 @@ def summarize(
         "wall_seconds": time.perf_counter() - started,
         "parameters": count_parameters(built.model),
         "device": str(built.device),
+        "threads": torch.get_num_threads(),
         **distributed.describe(),
         "seed": spec.seed,
         "versions": versions(),

@@ -26,39 +26,51 @@ app = typer.Typer(
 )
 
 
-_registered = False
 RANK_EXIT_GRACE_S = 2.0  # ranks reach a shared input error within a fraction of a second
 
+# Each command: its name -> the module in dnntrick/cli/ whose register(app) adds it, in the
+# order `dnntrick --help` lists them. A new command is one line here.
+COMMANDS = {
+    "train": "train",
+    "transfer": "transfer",
+    "pretrain": "pretrain",
+    "check": "check",
+    "compare": "compare",
+    "tune": "tune",
+    "diagnose": "diagnose",
+    "lr-find": "lr_find",
+    "runs": "runs",
+    "show": "show",
+    "data": "data",
+}
+_registered: set[str] = set()
 
-def _register() -> None:
-    global _registered
-    if _registered:
-        return
-    _registered = True
-    from dnntrick.cli import (
-        check,
-        compare,
-        data,
-        diagnose,
-        lr_find,
-        pretrain,
-        train,
-        transfer,
-        tune,
-    )
 
-    for module in (train, transfer, pretrain, check, compare, tune, diagnose, lr_find):
-        module.register(app)
-    app.add_typer(data.app, name="data")
-    from dnntrick.cli import runs, show  # run directories: list them, show one
+def _register(argv: list[str] | None = None) -> None:
+    """Add the commands to the app: only the one that `argv` names when it names one (its
+    module alone is imported: `dnntrick check` skips the others'), else all of them (--help)."""
+    import importlib
 
-    runs.register(app)
-    show.register(app)
+    named = argv[0] if argv else None  # `dnntrick` takes no option but --help before it
+    for name in [named] if named in COMMANDS else list(COMMANDS):
+        if name in _registered:
+            continue
+        _registered.add(name)
+        module = importlib.import_module(f"dnntrick.cli.{COMMANDS[name]}")
+        if name == "data":  # a group of subcommands
+            app.add_typer(module.app, name="data")
+        else:
+            module.register(app)
+
+
+@app.callback()
+def _group() -> None:
+    """Keeps `dnntrick` a group of commands when one command alone is registered."""
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors print one line and exit with their code, no traceback."""
-    _register()
+    _register(sys.argv[1:] if argv is None else argv)
     try:
         code = app(args=argv, prog_name="dnntrick", standalone_mode=False)
     except TyperException as err:  # usage errors: one line instead of a rich panel

@@ -29,6 +29,16 @@ DeviceOpt = Annotated[
     str | None,
     typer.Option("--device", help="Override the spec's device (auto, cpu, cuda, cuda:N)."),
 ]
+ThreadsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--threads",
+        metavar="N|auto",
+        help="Override the spec's train.threads: N torch threads, or auto (one, unless "
+        "OMP_NUM_THREADS says otherwise).",
+        show_default=False,
+    ),
+]
 PrintConfigOpt = Annotated[
     bool, typer.Option("--print-config", help="Print the resolved spec and exit.")
 ]
@@ -46,9 +56,18 @@ class RunOptions:
 
     out: OutOpt = Path("runs")
     device: DeviceOpt = None
+    threads: ThreadsOpt = None
     print_config: PrintConfigOpt = False
     as_json: JsonOpt = False
     quiet: QuietOpt = False
+
+    def overrides(self) -> list[str]:
+        """The spec overrides that --device and --threads stand for (validated with the rest)."""
+        return [
+            f"{key}={value}"
+            for key, value in (("device", self.device), ("train.threads", self.threads))
+            if value is not None
+        ]
 
 
 def run_options(command: Callable[..., None]) -> Callable[..., None]:

@@ -73,8 +73,7 @@ def run_training(
     """Load SPEC with its overrides and train it (train, transfer and pretrain end here)."""
     from dnntrick.spec.config import dump_spec, load_spec
 
-    if options.device is not None:
-        overrides = [*overrides, f"device={options.device}"]
+    overrides = [*overrides, *options.overrides()]  # --device, --threads
     resolved = load_spec(spec, overrides)
     if options.print_config:
         typer.echo(dump_spec(resolved), nl=False)

@@ -173,6 +173,8 @@ def _train(
 ) -> Outcome:
     from pathlib import Path
 
+    import torch
+
     from dnntrick.errors import DivergedError, DnntrickError, Interrupted
     from dnntrick.runner import run_spec
     from dnntrick.spec.schema import Spec
@@ -189,6 +191,7 @@ def _train(
                 list(job.overrides),
                 arrays=arrays,
                 resume=Path(job.resume) if job.resume else None,
+                threads=torch.get_num_threads(),  # the plan's count, for train.threads: auto
             )
     except Interrupted as err:
         return Outcome(job.id, "interrupted", error=str(err), exit_code=err.exit_code)

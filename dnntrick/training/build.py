@@ -8,9 +8,11 @@ that can fail on bad input happens here, before any run directory exists.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -75,6 +77,38 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UsageError(f"device {name!r}: MPS is not available here; use device: cpu")
     return device
+
+
+# `train.threads: auto` on its own: one thread, at every batch size. On a 2-vCPU VM
+# (bench/README.md) the book's MLP ran 0.97x / 1.48x / 1.62x as fast with 2 threads as with 1 at
+# batch 50 / 200 / 1000 on idle cores, and 0.06x-0.14x as fast on busy ones (bench/threads.py):
+# a small gain when the machine is idle against a many-fold loss when it is not.
+AUTO_THREADS = 1
+
+
+def resolve_threads(setting: int | Literal["auto"], inherited: int | None = None) -> int:
+    """The torch thread count of a run: an explicit train.threads wins. `auto` keeps a count
+    that the process's launcher chose: `inherited` (compare's workers pass theirs), the
+    OMP_NUM_THREADS torch started with, torchrun's ranks; else AUTO_THREADS."""
+    if setting != "auto":
+        return int(setting)
+    if inherited is not None:
+        return inherited
+    if os.environ.get("OMP_NUM_THREADS") or distributed.launched():
+        return torch.get_num_threads()
+    return AUTO_THREADS
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[int]:
+    """torch's intra-op thread count set to `n` inside the block and put back after it (a
+    notebook's own torch work keeps its threads)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
 
 
 def check_batch_norm_batches(spec: Spec, n: int) -> None:

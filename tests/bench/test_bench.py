@@ -95,3 +95,47 @@ def test_single_thread_table_follows_its_flag(flag: str, fashion_root: Path, tmp
     assert ("throughput_one_thread" in results) == (flag == "--single-thread")
     if flag == "--single-thread":
         assert results["throughput_one_thread"][0]["threads"] == 1
+
+
+def test_busy_load_starts_and_kills_its_processes():
+    from bench.threads import busy_load
+
+    with busy_load(2) as pids:
+        assert len(pids) == 2
+        for pid in pids:
+            assert Path(f"/proc/{pid}").exists()
+    for pid in pids:  # killed and reaped: gone from the process table
+        assert not Path(f"/proc/{pid}").exists()
+
+
+def test_threads_table_has_fixed_columns_and_ratios():
+    from bench.threads import table
+
+    def part(load: float, rates: list[tuple[int, float, float]]) -> dict:
+        rows = [
+            {"batch_size": b, "samples_per_second": {"1": one, "2": two}} for b, one, two in rates
+        ]
+        return {"load_average": load, "rows": rows}
+
+    results = {
+        "thread_counts": [1, 2],
+        "quiet": part(0.5, [(50, 30_000.0, 27_000.0), (200, 40_000.0, 60_000.0)]),
+        "loaded": part(4.0, [(50, 15_000.0, 1_500.0)]),
+    }
+    lines = table(results).splitlines()
+    assert lines[0].split() == ["machine", "batch", "1", "thread", "2", "threads", "2/1", "loadavg"]
+    assert lines[1].split() == ["quiet", "50", "30,000", "27,000", "0.90", "0.50"]
+    assert lines[2].split() == ["quiet", "200", "40,000", "60,000", "1.50", "0.50"]
+    assert lines[3].split() == ["loaded", "50", "15,000", "1,500", "0.10", "4.00"]
+    assert len({len(line) for line in lines}) == 1  # fixed columns
+
+
+@pytest.mark.integration
+def test_command_seconds_times_the_cli_and_refuses_a_failing_command():
+    from bench.overhead import check_seconds, command_seconds
+
+    timed = check_seconds(2)
+    assert len(timed["all"]) == len(timed["all_cpu"]) == 2
+    assert timed["cpu_median"] > 0 and 0 < timed["median"] < 60
+    with pytest.raises(RuntimeError, match=r"dnntrick check nope\.yaml failed"):
+        command_seconds(["check", "nope.yaml"], 1)
