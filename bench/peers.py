@@ -152,6 +152,7 @@ def timed_process(cmd: list[str], env: dict[str, str], cwd: Path) -> dict[str, A
             "returncode": os.waitstatus_to_exitcode(status),
             "stdout": out.read(),
             "stderr": err.read(),
+            "cpu_seconds": usage.ru_utime + usage.ru_stime,  # the child's own: steadier under load
             "peak_rss_bytes": usage.ru_maxrss * 1024,  # Linux reports KiB
         }
 
@@ -196,7 +197,7 @@ def run_one(
     env["DNNTRICK_CACHE"] = str(args.work / "cache")
     proc = timed_process(command(peer, batch, epochs, seed, args), env, REPO)
     record: dict[str, Any] = {"peer": peer, "batch_size": batch, "seed": seed}
-    record.update(wall_seconds=proc["wall_seconds"], peak_rss_bytes=proc["peak_rss_bytes"])
+    record.update({k: proc[k] for k in ("wall_seconds", "cpu_seconds", "peak_rss_bytes")})
     try:
         if proc["returncode"] != 0:
             raise ValueError(f"exit {proc['returncode']}")
@@ -226,6 +227,7 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                             r["samples_per_second"] for r in runs
                         ),
                         "wall_seconds": statistics.median(r["wall_seconds"] for r in runs),
+                        "cpu_seconds": statistics.median(r["cpu_seconds"] for r in runs),
                     }
                 )
     for row in rows:
@@ -244,7 +246,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     """The fixed-column table of summarize's rows."""
     head = (
         f"{'peer':<17}{'batch':>6}{'runs':>5}{'test acc':>10}{'train samples/s':>17}"
-        f"{'wall s':>9}{'sps dnn/peer':>14}{'wall dnn/peer':>15}{'ahead':>7}"
+        f"{'wall s':>9}{'cpu s':>8}{'sps dnn/peer':>14}{'wall dnn/peer':>15}{'ahead':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -253,7 +255,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         wall = "—" if r["ahead"] is None else f"{r['wall_ratio']:.2f}"
         lines.append(
             f"{r['peer']:<17}{r['batch_size']:>6}{r['runs']:>5}{r['test_accuracy']:>10.4f}"
-            f"{r['samples_per_second']:>17,.0f}{r['wall_seconds']:>9.2f}{sps:>14}{wall:>15}{ahead:>7}"
+            f"{r['samples_per_second']:>17,.0f}{r['wall_seconds']:>9.2f}{r['cpu_seconds']:>8.2f}{sps:>14}{wall:>15}{ahead:>7}"
         )
     return "\n".join(lines)
 
@@ -323,7 +325,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{args.rounds} rounds × {args.epochs} epochs, {args.threads} thread(s) each, "
         f"{m['cpus']} CPUs, load average {m['load_average'][0]:.2f} before, "
         f"{m['load_average_after'][0]:.2f} after; train samples/s: the training steps alone "
-        "(validation excluded); wall: process start to exit"
+        "(validation excluded); wall: process start to exit; cpu: the process's user + system time"
     )
     for peer, why in {**skipped, **results["warmup_failed"]}.items():
         print(f"{peer}: not run ({why})")

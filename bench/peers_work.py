@@ -92,15 +92,21 @@ class TrainClock:
     frameworks' validation hooks also fire outside training epochs)."""
 
     def __init__(self) -> None:
-        self.seconds = 0.0
-        self._t0: float | None = None
+        self.epochs: list[float] = []  # seconds of each epoch's training steps
+        self.cpu_epochs: list[float] = []  # the process's CPU seconds in them (all threads)
+        self._t0: tuple[float, float] | None = None
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.epochs)
 
     def start(self) -> None:
-        self._t0 = time.perf_counter()
+        self._t0 = (time.perf_counter(), time.process_time())
 
     def stop(self) -> None:
         if self._t0 is not None:
-            self.seconds += time.perf_counter() - self._t0
+            self.epochs.append(time.perf_counter() - self._t0[0])
+            self.cpu_epochs.append(time.process_time() - self._t0[1])
             self._t0 = None
 
 
@@ -346,6 +352,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seed=args.seed,
         train_samples=n,
         train_seconds=clock.seconds,
+        epoch_train_seconds=clock.epochs,
+        epoch_train_cpu_seconds=clock.cpu_epochs,
         samples_per_second=n / max(clock.seconds, 1e-9),
         data_seconds=data_seconds,
     )

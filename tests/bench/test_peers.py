@@ -78,6 +78,7 @@ def _record(peer: str, batch: int, sps: float, wall: float, acc: float) -> dict:
         "batch_size": batch,
         "samples_per_second": sps,
         "wall_seconds": wall,
+        "cpu_seconds": wall / 2,
         "test_accuracy": acc,
     }
 
@@ -103,7 +104,7 @@ def test_ratios_of_medians_and_the_table():
     table = format_table(list(rows.values())).splitlines()
     assert table[0].split()[:4] == ["peer", "batch", "runs", "test"]
     light_line = next(line for line in table if line.startswith("lightning"))
-    expected = "lightning 50 2 0.8500 55 9.00 2.00 0.67 yes"
+    expected = "lightning 50 2 0.8500 55 9.00 4.50 2.00 0.67 yes"
     assert light_line.split() == expected.split()
     assert next(line for line in table if line.startswith("keras-torch")).endswith("NO")
     assert {len(line) for line in table} == {len(table[0])}  # fixed columns
