@@ -78,6 +78,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--val-size", type=int, default=5000, help=argparse.SUPPRESS)
     parser.add_argument("--train-limit", type=int, default=None, help="first N training images")
     parser.add_argument("--no-warmup", action="store_true", help="skip the untimed first runs")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="run each process on --threads CPUs alone (TensorFlow drives its compute thread "
+        "from a second, Python thread: pinned, every peer gets the same cores)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results-peers.json")
     args = parser.parse_args(argv)
     default = 1 if args.quick else 3
@@ -139,11 +145,15 @@ def thread_env(threads: int) -> dict[str, str]:
     }
 
 
-def timed_process(cmd: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
-    """Run cmd to its exit: wall seconds (start to exit), return code, output, peak RSS."""
+def timed_process(
+    cmd: list[str], env: dict[str, str], cwd: Path, cpus: set[int] | None = None
+) -> dict[str, Any]:
+    """Run cmd to its exit (on `cpus` alone when given): wall seconds (start to exit), return
+    code, output, CPU seconds, peak RSS."""
+    pin = None if cpus is None else lambda: os.sched_setaffinity(0, cpus)
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err)
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err, preexec_fn=pin)
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage (peak RSS)
         wall = time.perf_counter() - t0
         out.seek(0), err.seek(0)
@@ -195,7 +205,8 @@ def run_one(
     """One run in a fresh process; its record (with `error` when it failed)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), **thread_env(args.threads)}
     env["DNNTRICK_CACHE"] = str(args.work / "cache")
-    proc = timed_process(command(peer, batch, epochs, seed, args), env, REPO)
+    cpus = set(sorted(os.sched_getaffinity(0))[: args.threads]) if args.pin else None
+    proc = timed_process(command(peer, batch, epochs, seed, args), env, REPO, cpus)
     record: dict[str, Any] = {"peer": peer, "batch_size": batch, "seed": seed}
     record.update({k: proc[k] for k in ("wall_seconds", "cpu_seconds", "peak_rss_bytes")})
     try:

@@ -50,7 +50,7 @@ def test_loader_reads_raw_idx_as_gz(tiny_root: Path, tmp_path: Path):
 def test_options_defaults_quick_and_errors(capsys: pytest.CaptureFixture[str]):
     args = parse_args([])
     assert (args.rounds, args.epochs, args.batches, args.threads) == (3, 3, [50, 200], 1)
-    assert args.peers == list(PEERS)
+    assert args.peers == list(PEERS) and not args.pin and not args.no_warmup
     quick = parse_args(["--quick", "--epochs", "2", "--peers", "dnntrick,keras-tf"])
     assert (quick.rounds, quick.epochs, quick.peers) == (1, 2, ["dnntrick", "keras-tf"])
     for bad, named in (
@@ -168,7 +168,7 @@ def test_runs_beside_dnntrick_in_fresh_processes(tiny_root: Path, tmp_path: Path
     out = tmp_path / "peers.json"
     argv = ["--quick", "--peers", "torch-preloaded,dnntrick", "--batches", "20"]
     argv += ["--peers-python", sys.executable, "--root", str(tiny_root), "--val-size", "100"]
-    results = main([*argv, "--no-warmup", "--out", str(out)])
+    results = main([*argv, "--no-warmup", "--pin", "--out", str(out)])  # pinned: one CPU each
     assert json.loads(out.read_text())["summary"] == results["summary"]
     runs = results["runs"]
     assert [r["peer"] for r in runs] == ["torch-preloaded", "dnntrick"]
