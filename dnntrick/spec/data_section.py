@@ -53,7 +53,9 @@ class DataSpec(StrictModel):
         description="a built-in set (IDX files, 28x28 grey, 10 classes), or your own: arrays "
         "(.npz or a folder of .npy), csv",
     )
-    root: str | None = Field(None, description="folder holding the IDX files; null = search")
+    root: str | None = Field(
+        None, description="the folder holding the IDX files (only it is looked in); null = search"
+    )
     path: str | None = Field(
         None,
         description="own data: an .npz (x_train, y_train[, x_test, y_test]), a folder of those "
@@ -73,7 +75,9 @@ class DataSpec(StrictModel):
         "last", description="where the validation images come from: 1st/2nd ed. first, 3rd ed. last"
     )
     standardize: bool = Field(
-        False, description="per-pixel (x - mean) / (std + 1e-10), statistics of the training split"
+        False,
+        description="per-feature (x - mean) / std with the training split's statistics; std 1 "
+        "for a feature constant there (as scikit-learn's StandardScaler)",
     )
     train_limit: PositiveInt | None = Field(None, description="keep the first N training images")
     classes: list[NonNegativeInt] | None = Field(
