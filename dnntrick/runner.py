@@ -33,7 +33,7 @@ from dnntrick.training.loop import FitResult, evaluate, fit, mc_evaluate
 from dnntrick.training.model import count_parameters
 from dnntrick.training.report import Reporter
 from dnntrick.training.rundir import SUMMARY, RunDir, git_sha, make_run_dir, versions
-from dnntrick.training.signals import INTERRUPT, signals_caught
+from dnntrick.training.signals import INTERRUPT, signals_caught, test_point
 from dnntrick.tricks.regularization import describe
 
 
@@ -97,6 +97,7 @@ def run_spec(
         built = build(spec, reporter, arrays, prepare or spec_prepare(spec))
         distributed.check(spec.train, len(built.prepared.data.x_train))
         logs = RunLogs(spec.train.log if distributed.is_main() else [])  # no tensorboard: here
+        test_point("built")
         interrupt.check()  # e.g. while torch imported or the data decoded: nothing written
         keeper = Checkpointer(None, spec_yaml, spec.train.checkpoint_every)
         opened: list[RunDir] = []
@@ -122,6 +123,7 @@ def run_spec(
             for line in built.warnings:  # start-up warnings (a run of days, a batch too big)
                 reporter.message(line)
             reporter.start(spec.name, _header(built))
+            test_point("opened")
             return run
 
         try:
@@ -132,6 +134,7 @@ def run_spec(
             if diagnosis is not None:
                 summary["diagnosis"] = diagnosis
             run.write_summary(summary)  # the commit point: from here on the run is finished
+            test_point("committed")
         except (DivergedError, Interrupted) as err:
             if opened and not (opened[0].path / SUMMARY).exists():  # a finished run stays so
                 status = "diverged" if isinstance(err, DivergedError) else "interrupted"
@@ -140,6 +143,7 @@ def run_spec(
             raise
         interrupt.stage = "finished"
         interrupt.check()  # a signal during the commit write: say so, exit 130/143
+        test_point("finished")
         reporter.finish(summary)
         return RunResult(summary, fitted.history, run.path, built.model)
 
@@ -157,18 +161,25 @@ def _finish(
     """Score a fitted run and write its final files but the summary, checking for a signal
     after each step: until summary.json exists the last checkpoint (the final epoch's) resumes
     the run into these same steps, and a signal stops it there (INTERRUPT.check)."""
+    test_point("fitted")
     INTERRUPT.check(keeper.last)
     summary = summarize(built, fitted, started, source, overrides)
     summary["run_dir"] = str(run.path)
+    test_point("summarized")
     INTERRUPT.check(keeper.last)
     data = built.data
-    writes = (
-        lambda: run.save_weights(built.model.state_dict(), metadata={"name": built.spec.name}),
-        lambda: run.save_preprocessing(data.input_divisor, data.pixel_mean, data.pixel_std),
-        lambda: logs.close(summary),  # tensorboard's test scalars
-    )
-    for write in writes:
+    writes = {
+        "weights": lambda: run.save_weights(
+            built.model.state_dict(), metadata={"name": built.spec.name}
+        ),
+        "preprocessing": lambda: run.save_preprocessing(
+            data.input_divisor, data.pixel_mean, data.pixel_std
+        ),
+        "logs": lambda: logs.close(summary),  # tensorboard's test scalars
+    }
+    for name, write in writes.items():
         write()
+        test_point(name)
         INTERRUPT.check(keeper.last)
     return summary
 

@@ -74,9 +74,10 @@ def run_training(
     SIGINT/SIGTERM are caught from here to the last line printed: a signal while torch is
     imported (seconds) stops the run before it writes anything, one after the summary is
     written stops nothing (training/signals.py)."""
-    from dnntrick.training.signals import signals_caught
+    from dnntrick.training.signals import signals_caught, test_point
 
     with signals_caught() as interrupt:
+        test_point("cli")  # a test hook: before torch is imported
         _run_training(spec, overrides, options, resume, force)
         interrupt.check()  # --print-config, or a signal before run_spec took over
 

@@ -40,6 +40,7 @@ from dnntrick.errors import (
     WriteError,
 )
 from dnntrick.training.rundir import atomic_write, versions
+from dnntrick.training.signals import test_point
 from dnntrick.training.weights_check import state_problem, tensor_problem
 
 FORMAT = 1
@@ -316,6 +317,7 @@ class Checkpointer:
         name = at.name
         try:
             atomic_write(self.folder / f"{name}.safetensors", save(weights, {"position": name}))
+            test_point("checkpoint")  # a test hook (signals.py): mid-checkpoint
             atomic_write(self.folder / f"{name}.pt", buffer.getvalue())  # the commit point
             _fsync_dir(self.folder)
         except (WriteError, OSError) as err:

@@ -13,6 +13,7 @@ Torch-free, so the command line can catch signals before it imports torch (secon
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -117,6 +118,7 @@ def signals_caught() -> Iterator[Interrupt]:
             INTERRUPT.depth -= 1
         return
     INTERRUPT.reset()
+    _reached.clear()
     if threading.current_thread() is not threading.main_thread():  # only main may set handlers
         yield INTERRUPT
         return
@@ -129,3 +131,52 @@ def signals_caught() -> Iterator[Interrupt]:
             signal.signal(sig, handler)
         INTERRUPT.depth = 0
         INTERRUPT.reset()
+
+
+def _sigterm_as_error(signum: int, frame: Any) -> None:
+    raise Interrupted(f"interrupted ({signal.Signals(signum).name})", _code(signum))
+
+
+def _nothing_to_stop(signum: int, frame: Any) -> None:
+    print(
+        f"\n{signal.Signals(signum).name}: the command had finished; nothing to stop",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def process_start() -> None:
+    """The command line's first moments, before a command catches signals itself: SIGTERM
+    raises Interrupted (exit 143, one line) as SIGINT raises KeyboardInterrupt (exit 130),
+    instead of ending the process with no word."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _sigterm_as_error)
+
+
+def process_end() -> None:
+    """The command has returned, every file is written: a signal now stops nothing, and says
+    so (the process exits with the command's own code)."""
+    for sig in EXIT_CODES:
+        signal.signal(sig, _nothing_to_stop)
+
+
+def test_point(name: str) -> None:
+    """A test hook, inert unless DNNTRICK_TEST_SIGNAL=NAME:K:SIG[:TIMES] is set (tests/training/
+    test_signals.py): the K-th time the run reaches point NAME, send SIG (INT or TERM) to this
+    process (TIMES times: 2 is the second signal that stops at once), so a test can interrupt
+    at an exact moment. Points: cli (before torch's import), built, opened (the run directory),
+    checkpoint (between a checkpoint's two files), fitted, summarized, weights, preprocessing,
+    logs (each final file written), committed (summary.json written), finished."""
+    wanted = os.environ.get("DNNTRICK_TEST_SIGNAL")
+    if not wanted:
+        return
+    point, count, sig, *times = wanted.split(":")
+    if point != name:
+        return
+    _reached[name] = _reached.get(name, 0) + 1
+    if _reached[name] == int(count):
+        for _ in range(int(times[0]) if times else 1):
+            os.kill(os.getpid(), signal.Signals[f"SIG{sig}"])
+
+
+_reached: dict[str, int] = {}  # test_point: how often each point was reached

@@ -1,0 +1,204 @@
+"""Signals at every moment of a run: SIGINT/SIGTERM at any time end in 130/143 with one line
+(or 0 when everything was already written, saying so) and leave nothing, a resumable run that
+resumes to the uninterrupted run's weights bitwise, or a finished run equal to it.
+
+Exact moments through the test hook (DNNTRICK_TEST_SIGNAL, training/signals.test_point), in
+process; real delays spread over the measured life of a `python -m dnntrick train` process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dnntrick.runner import run_spec
+from dnntrick.spec.config import load_spec
+from tests.conftest import REPO, RESUME_SPEC, assert_same_run, write_spec
+
+pytestmark = pytest.mark.integration
+
+# 4 epochs of 15 steps: training is a visible part of a process's life (torch's import is most)
+SPEC = RESUME_SPEC.replace("epochs: 3", "epochs: 4").replace("batch_size: 50", "batch_size: 40")
+CODES = {"INT": 130, "TERM": 143}
+
+
+def same_weights(a: Path, b: Path) -> None:
+    """The two runs' model.safetensors: the same bytes and the same tensors."""
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    x, y = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """One torch thread, as the processes have (OMP_NUM_THREADS=1): sums reduce in one order."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def resume_in_process(run_dir: Path) -> None:
+    """`train --resume` as a function (the same code as the CLI)."""
+    with one_thread():
+        run_spec(load_spec(run_dir / "spec.yaml"), resume=run_dir)
+
+
+def before_dnntrick(code: int, err: str) -> bool:
+    """Whether the signal ended the process before dnntrick caught signals: the default
+    actions (killed by SIGTERM; SIGINT's KeyboardInterrupt) in the interpreter's start-up or
+    the imports of __main__.py that come before `process_start()`."""
+    early = ("dnntrick/__main__.py", "dnntrick/__init__.py", "errors.py", "signals.py")
+    frames = [line for line in err.splitlines() if 'File "' in line and "/dnntrick/" in line]
+    if code == -signal.SIGTERM:
+        return err == ""
+    return err.rstrip().endswith("KeyboardInterrupt") and all(
+        any(name in f for name in early) for f in frames
+    )
+
+
+def outcome(code: int, err: str, out_dir: Path, sig: str, reference: Path) -> str:
+    """Check one signalled run's exit and folder against the rules; its kind of ending."""
+    runs = list(out_dir.iterdir()) if out_dir.exists() else []
+    if before_dnntrick(code, err):  # the interpreter's start-up keeps the defaults (train.md)
+        assert not runs
+        return "before dnntrick's code ran"
+    assert "Traceback" not in err, err
+    if code == 0:  # only once everything was written, and it says so
+        [run_dir] = runs
+        assert sig == "none" or "nothing to stop" in err, err
+        assert (run_dir / "summary.json").exists()
+        same_weights(reference, run_dir)
+        return "finished, exit 0"
+    assert code == CODES[sig], (code, err)
+    [line] = [x for x in err.splitlines() if x.startswith("error: ")]
+    assert line.startswith(f"error: interrupted (SIG{sig})") or line.startswith(
+        f"error: interrupted again (SIG{sig})"
+    ), err
+    if not runs:
+        assert "nothing was written" in line or line == f"error: interrupted (SIG{sig})", err
+        return "nothing written"
+    [run_dir] = runs
+    if (run_dir / "summary.json").exists():
+        assert "is complete" in line and not (run_dir / "stopped.json").exists(), err
+        assert_same_run(reference, run_dir)
+        return "finished"
+    assert "resume with: dnntrick train --resume" in line, err
+    assert (run_dir / "stopped.json").exists()
+    resume_in_process(run_dir)
+    assert_same_run(reference, run_dir)
+    same_weights(reference, run_dir)
+    return "resumed"
+
+
+@pytest.fixture(scope="module")
+def spec_path(tmp_path_factory: pytest.TempPathFactory, tiny_root: Path) -> Path:
+    return write_spec(tmp_path_factory.mktemp("signals"), SPEC.format(root=tiny_root))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, spec_path: Path) -> Path:
+    with one_thread():
+        return run_spec(load_spec(spec_path), out=tmp_path_factory.mktemp("ref")).run_dir
+
+
+# (point:K, signal[:times], how the run ends); 4 epochs: checkpoint 4 is the last one
+POINTS = [
+    ("cli:1", "INT", "nothing written"),
+    ("built:1", "TERM", "nothing written"),
+    ("opened:1", "INT", "resumed"),
+    ("checkpoint:2", "TERM", "resumed"),
+    ("checkpoint:4", "INT", "resumed"),  # during the last checkpoint's write
+    ("checkpoint:4", "TERM:2", "resumed"),  # twice: stops at once, epoch 3's checkpoint resumes
+    ("fitted:1", "TERM", "resumed"),
+    ("summarized:1", "INT", "resumed"),
+    ("weights:1", "TERM", "resumed"),
+    ("preprocessing:1", "INT", "resumed"),
+    ("logs:1", "TERM", "resumed"),
+    ("committed:1", "INT", "finished"),  # during summary.json's write: it is done
+    ("finished:1", "TERM", "finished, exit 0"),  # after every write: nothing to stop
+]
+
+
+@pytest.mark.parametrize(("point", "sig", "ends"), POINTS)
+def test_a_signal_at_each_moment(
+    cli, monkeypatch, tmp_path: Path, spec_path: Path, reference: Path, point, sig, ends
+):
+    monkeypatch.setenv("DNNTRICK_TEST_SIGNAL", f"{point}:{sig}")
+    with one_thread():
+        code, _, err = cli("train", str(spec_path), "--out", str(tmp_path / "runs"), "-q")
+    monkeypatch.delenv("DNNTRICK_TEST_SIGNAL")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert outcome(code, err, tmp_path / "runs", sig.split(":")[0], reference) == ends
+
+
+def test_interrupted_twice_in_the_last_checkpoint_leaves_the_one_before(
+    cli, monkeypatch, tmp_path: Path, spec_path: Path
+):
+    monkeypatch.setenv("DNNTRICK_TEST_SIGNAL", "checkpoint:4:INT:2")
+    code, _, err = cli("train", str(spec_path), "--out", str(tmp_path / "runs"), "-q")
+    [run_dir] = (tmp_path / "runs").iterdir()
+    assert code == 130 and "interrupted again (SIGINT): stopped at once" in err
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt")) == ["epoch-0003.pt"]
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 4  # epoch 4 is redone
+
+
+def test_signals_at_real_delays_over_a_whole_run(tmp_path: Path, spec_path: Path):
+    """24 real processes, each signalled once at a delay spread over the measured life of an
+    uninterrupted one (alternately SIGINT and SIGTERM), two at a time as the measured ones ran;
+    each resumed. Most of a short run's life is torch's import: those end with nothing
+    written; the exact moments of the rest are the test above's."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("DNNTRICK_TEST_SIGNAL", None)
+
+    def start(out: Path) -> subprocess.Popen[str]:
+        command = [sys.executable, "-m", "dnntrick", "train", str(spec_path), "-q"]
+        return subprocess.Popen(
+            [*command, "--out", str(out)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def uninterrupted(k: int) -> float:
+        t0 = time.perf_counter()
+        assert start(tmp_path / f"whole{k}").wait(timeout=300) == 0
+        return time.perf_counter() - t0
+
+    with ThreadPoolExecutor(2) as pool:  # two at a time, as the signalled runs below
+        life = max(pool.map(uninterrupted, range(2)))
+    [reference] = (tmp_path / "whole0").iterdir()
+
+    def signalled(k: int, delay: float) -> tuple[int, str, str, Path]:
+        sig = "INT" if k % 2 == 0 else "TERM"
+        out = tmp_path / f"run{k:02d}"
+        proc = start(out)
+        time.sleep(delay)
+        if proc.poll() is not None:  # it ended before: there was nothing to signal
+            sig = "none"
+        else:
+            proc.send_signal(signal.Signals[f"SIG{sig}"])
+        _, err = proc.communicate(timeout=300)
+        return proc.returncode, err, sig, out
+
+    delays = np.linspace(0.03, 0.97, 24) * life
+    with ThreadPoolExecutor(2) as pool:
+        ended = list(pool.map(signalled, range(len(delays)), delays))
+    kinds = [outcome(code, err, out, sig, reference) for code, err, sig, out in ended]
+    print(f"life {life:.1f} s:", {kind: kinds.count(kind) for kind in set(kinds)})
+    assert {"resumed", "finished"} & set(kinds)  # signals landed over the life, not its start
