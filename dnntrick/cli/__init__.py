@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
         else:  # torchrun stops every rank once one exits: give rank 0 the time to say it
             time.sleep(RANK_EXIT_GRACE_S)
         sys.exit(err.exit_code)
+    if code == EXIT_SIGINT:  # typer turns a KeyboardInterrupt in a command into Exit(130)
+        print("error: interrupted (SIGINT)", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 from dnntrick.runner import run_spec
 from dnntrick.spec.config import load_spec
-from tests.conftest import REPO, RESUME_SPEC, assert_same_run, write_spec
+from tests.conftest import REPO, RESUME_SPEC, assert_same_run, rows, write_spec
 
 pytestmark = pytest.mark.integration
 
@@ -71,10 +71,13 @@ def before_dnntrick(code: int, err: str) -> bool:
     )
 
 
-def outcome(code: int, err: str, out_dir: Path, sig: str, reference: Path) -> str:
-    """Check one signalled run's exit and folder against the rules; its kind of ending."""
+def outcome(
+    code: int, err: str, out_dir: Path, sig: str, reference: Path, early: bool = False
+) -> str:
+    """Check one signalled run's exit and folder against the rules; its kind of ending.
+    `early`: the signal came in the process's first tenth (its interpreter may be starting)."""
     runs = list(out_dir.iterdir()) if out_dir.exists() else []
-    if before_dnntrick(code, err):  # the interpreter's start-up keeps the defaults (train.md)
+    if early and before_dnntrick(code, err):  # the interpreter's start-up keeps the defaults
         assert not runs
         return "before dnntrick's code ran"
     assert "Traceback" not in err, err
@@ -184,7 +187,7 @@ def test_signals_at_real_delays_over_a_whole_run(tmp_path: Path, spec_path: Path
         life = max(pool.map(uninterrupted, range(2)))
     [reference] = (tmp_path / "whole0").iterdir()
 
-    def signalled(k: int, delay: float) -> tuple[int, str, str, Path]:
+    def signalled(k: int, delay: float) -> tuple[int, str, str, Path, bool]:
         sig = "INT" if k % 2 == 0 else "TERM"
         out = tmp_path / f"run{k:02d}"
         proc = start(out)
@@ -194,11 +197,30 @@ def test_signals_at_real_delays_over_a_whole_run(tmp_path: Path, spec_path: Path
         else:
             proc.send_signal(signal.Signals[f"SIG{sig}"])
         _, err = proc.communicate(timeout=300)
-        return proc.returncode, err, sig, out
+        return proc.returncode, err, sig, out, delay < 0.1 * life
 
     delays = np.linspace(0.03, 0.97, 24) * life
     with ThreadPoolExecutor(2) as pool:
         ended = list(pool.map(signalled, range(len(delays)), delays))
-    kinds = [outcome(code, err, out, sig, reference) for code, err, sig, out in ended]
+    kinds = [outcome(c, err, out, sig, reference, early) for c, err, sig, out, early in ended]
     print(f"life {life:.1f} s:", {kind: kinds.count(kind) for kind in set(kinds)})
     assert {"resumed", "finished"} & set(kinds)  # signals landed over the life, not its start
+
+
+def test_a_run_that_stopped_early_resumes_into_its_end_not_past_it(
+    cli, monkeypatch, tmp_path: Path, tiny_root: Path
+):
+    """Early stopping ended epoch 2 of 4; a signal after fit; the resume writes the summary
+    and trains no epoch 3."""
+    text = SPEC.format(root=tiny_root).replace("patience: 10", "patience: 1, min_delta: 10")
+    spec = write_spec(tmp_path, text)
+    with one_thread():
+        whole = run_spec(load_spec(spec), out=tmp_path / "whole").run_dir
+        monkeypatch.setenv("DNNTRICK_TEST_SIGNAL", "fitted:1:TERM")
+        code, _, err = cli("train", str(spec), "--out", str(tmp_path / "runs"), "-q")
+        monkeypatch.delenv("DNNTRICK_TEST_SIGNAL")
+        [run_dir] = (tmp_path / "runs").iterdir()
+        assert code == 143 and "epoch-0002.pt" in err
+        resume_in_process(run_dir)
+    assert [r["epoch"] for r in rows(run_dir)] == [1, 2]
+    assert_same_run(whole, run_dir)
