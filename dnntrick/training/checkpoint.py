@@ -405,27 +405,18 @@ def open_resume(run_dir: Path, spec_yaml: str, force: bool) -> Loaded:
             "to train it further, raise train.epochs and pass --force"
         )
     loaded = load_latest(run_dir)
-    if loaded.state["spec_hash"] != spec_hash(spec_yaml) and not force:
-        changes = "; ".join(spec_diff(loaded.state["spec"], spec_yaml))
+    changes = spec_diff(loaded.state["spec"], spec_yaml)
+    if changes and not force:
         raise UsageError(
-            f"--resume {run_dir}: the spec differs from the checkpoint's ({changes}); "
+            f"--resume {run_dir}: the spec differs from the checkpoint's ({'; '.join(changes)}); "
             "resume with the same spec, or pass --force to continue with the changes"
         )
-    old, new = _optimizer_name(loaded.state["spec"]), _optimizer_name(spec_yaml)
-    if old != new:  # --force too: Adam's moments are no SGD momentum
-        raise UsageError(
-            f"--resume {run_dir}: the checkpoint's optimizer is {old}, the spec's is {new}; an "
-            f"optimizer's state cannot carry over to another: resume with "
-            f"train.optimizer.name={old}, or start a new run"
-        )
+    for change in changes:  # --force too: Adam's moments are no SGD momentum
+        if change.startswith("train.optimizer.name: "):
+            old, new = change.removeprefix("train.optimizer.name: ").split(" → ")
+            raise UsageError(
+                f"--resume {run_dir}: the checkpoint's optimizer is {old}, the spec's is {new};"
+                " an optimizer's state cannot carry over to another: resume with "
+                f"train.optimizer.name={old}, or start a new run"
+            )
     return loaded
-
-
-def _optimizer_name(spec_yaml: str) -> str:
-    import yaml
-
-    node = yaml.safe_load(spec_yaml)
-    try:
-        return str(node["train"]["optimizer"]["name"])
-    except (KeyError, TypeError):
-        return "(unset)"

