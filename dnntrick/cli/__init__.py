@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
         where = ctx.command_path if ctx is not None else "dnntrick"
         print(f"error: {err.format_message()} (see `{where} --help`)", file=sys.stderr)
         sys.exit(err.exit_code)
-    except typer.Abort:
+    except typer.Abort:  # Ctrl-C outside a run's own handling (click turns it into Abort)
+        print("error: interrupted (SIGINT)", file=sys.stderr)
         sys.exit(EXIT_SIGINT)
     except DnntrickError as err:
         # torchrun: every rank reads the same input and gets the same signal; rank 0 says it
@@ -91,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         else:  # torchrun stops every rank once one exits: give rank 0 the time to say it
             time.sleep(RANK_EXIT_GRACE_S)
         sys.exit(err.exit_code)
+    if code == EXIT_SIGINT:  # typer turns a KeyboardInterrupt in a command into Exit(130)
+        print("error: interrupted (SIGINT)", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -99,12 +102,21 @@ def run() -> None:
     exit without the interpreter's teardown. Freeing torch's modules and libraries one by one
     takes 0.4–0.8 s after a run (a tenth of a short one's wall time) and saves nothing: every file
     is written and closed by then. Non-daemon threads are joined and atexit handlers (Ray's
-    shutdown, multiprocessing's cleanup) still run, as at a normal exit. Tests call main()."""
+    shutdown, multiprocessing's cleanup) still run, as at a normal exit. Tests call main().
+    A signal in the first moments or the last ones (outside what a command catches) still ends
+    in 130/143 with one line, or, once the command is over, says that it stopped nothing."""
+    from dnntrick.training.signals import process_end, process_start
+
+    process_start()
     try:
         main()
         code = 0
     except SystemExit as done:
         code = exit_status(done.code)
+    except (KeyboardInterrupt, DnntrickError) as err:  # a signal before main's own handling
+        code = getattr(err, "exit_code", EXIT_SIGINT)
+        print(f"error: {str(err) or 'interrupted (SIGINT)'}", file=sys.stderr)
+    process_end()
     for thread in threading.enumerate():
         if thread is not threading.current_thread() and not thread.daemon:
             thread.join()

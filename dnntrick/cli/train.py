@@ -70,7 +70,21 @@ def run_training(
     resume: Path | None = None,
     force: bool = False,
 ) -> None:
-    """Load SPEC with its overrides and train it (train, transfer and pretrain end here)."""
+    """Load SPEC with its overrides and train it (train, transfer and pretrain end here).
+    SIGINT/SIGTERM are caught from here to the last line printed: a signal while torch is
+    imported (seconds) stops the run before it writes anything, one after the summary is
+    written stops nothing (training/signals.py)."""
+    from dnntrick.training.signals import signals_caught, test_point
+
+    with signals_caught() as interrupt:
+        test_point("cli")  # a test hook: before torch is imported
+        _run_training(spec, overrides, options, resume, force)
+        interrupt.check()  # --print-config, or a signal before run_spec took over
+
+
+def _run_training(
+    spec: Path, overrides: list[str], options: RunOptions, resume: Path | None, force: bool
+) -> None:
     from dnntrick.spec.config import dump_spec, load_spec
 
     overrides = [*overrides, *options.overrides()]  # --device, --threads

@@ -40,6 +40,7 @@ from dnntrick.errors import (
     WriteError,
 )
 from dnntrick.training.rundir import atomic_write, versions
+from dnntrick.training.signals import test_point
 from dnntrick.training.weights_check import state_problem, tensor_problem
 
 FORMAT = 1
@@ -264,9 +265,13 @@ class Checkpointer:
     """Writes a run's checkpoints; `folder=None` writes nothing (training without a run dir)."""
 
     def __init__(self, folder: Path | None, spec_yaml: str = "", every: int = 1):
-        self.folder = folder
         self.spec_yaml = spec_yaml
         self.every = every
+        self.open(folder)
+
+    def open(self, folder: Path | None) -> None:
+        """Write into `folder` from now on (None: nothing); `last` is its newest checkpoint."""
+        self.folder = folder
         self.last: Path | None = None  # the newest checkpoint on disk (.pt), once there is one
         if folder is not None and (names := listing(folder)):
             self.last = folder / f"{names[-1]}.pt"
@@ -312,6 +317,7 @@ class Checkpointer:
         name = at.name
         try:
             atomic_write(self.folder / f"{name}.safetensors", save(weights, {"position": name}))
+            test_point("checkpoint")  # a test hook (signals.py): mid-checkpoint
             atomic_write(self.folder / f"{name}.pt", buffer.getvalue())  # the commit point
             _fsync_dir(self.folder)
         except (WriteError, OSError) as err:
@@ -343,11 +349,18 @@ class Checkpointer:
     ) -> Position:
         """Load `loaded` into the model, optimizer, … and the RNGs; return where to continue."""
         state = loaded.state
+        optimizer = parts.get("optimizer")
+        # the spec's hyperparameters, as built: a forced resume (--force with a lower lr) trains
+        # with them, not with the checkpoint's; unforced, they are the same values
+        groups = optimizer.param_groups if optimizer is not None else []
+        built = [{k: v for k, v in g.items() if k != "params"} for g in groups]
         try:
             parts["model"].load_state_dict(loaded.weights)
             for key, obj in parts.items():
                 if key != "model" and obj is not None and key in state["parts"]:
                     obj.load_state_dict(state["parts"][key])
+                    if key == "optimizer":  # before the scheduler, which sets its own lr
+                        _keep_hyperparameters(obj, built)
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
             first = " ".join(str(err).split())[:200]
             raise UsageError(
@@ -363,6 +376,13 @@ class Checkpointer:
         for field, value in state["result"].items():
             setattr(result, field, value)
         return loaded.position
+
+
+def _keep_hyperparameters(optimizer: Any, built: list[dict[str, Any]]) -> None:
+    """Put the built optimizer's hyperparameters (lr, betas, weight decay…) back into its
+    restored parameter groups; a schedule's `initial_lr` stays the checkpoint's."""
+    for group, values in zip(optimizer.param_groups, built, strict=True):
+        group.update({k: v for k, v in values.items() if k != "initial_lr"})
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -385,10 +405,18 @@ def open_resume(run_dir: Path, spec_yaml: str, force: bool) -> Loaded:
             "to train it further, raise train.epochs and pass --force"
         )
     loaded = load_latest(run_dir)
-    if loaded.state["spec_hash"] != spec_hash(spec_yaml) and not force:
-        changes = "; ".join(spec_diff(loaded.state["spec"], spec_yaml))
+    changes = spec_diff(loaded.state["spec"], spec_yaml)
+    if changes and not force:
         raise UsageError(
-            f"--resume {run_dir}: the spec differs from the checkpoint's ({changes}); "
+            f"--resume {run_dir}: the spec differs from the checkpoint's ({'; '.join(changes)}); "
             "resume with the same spec, or pass --force to continue with the changes"
         )
+    for change in changes:  # --force too: Adam's moments are no SGD momentum
+        if change.startswith("train.optimizer.name: "):
+            old, new = change.removeprefix("train.optimizer.name: ").split(" → ")
+            raise UsageError(
+                f"--resume {run_dir}: the checkpoint's optimizer is {old}, the spec's is {new};"
+                " an optimizer's state cannot carry over to another: resume with "
+                f"train.optimizer.name={old}, or start a new run"
+            )
     return loaded

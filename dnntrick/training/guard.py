@@ -1,84 +1,25 @@
-"""What keeps a run safe while it trains: Ctrl-C/SIGTERM handling, the non-finite loss watch and
-deterministic mode. The loop touches each in one line; the logic lives here.
+"""What keeps a run safe while it trains: the non-finite loss watch and deterministic mode; the
+Ctrl-C/SIGTERM handling lives in signals.py (torch-free) and is re-exported here. The loop
+touches each in one line; the logic lives here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import signal
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from dnntrick.errors import EXIT_SIGINT, EXIT_SIGTERM, DivergedError, Interrupted
+from dnntrick.errors import DivergedError
+from dnntrick.training.signals import INTERRUPT as INTERRUPT  # re-exported: the loop's import
+from dnntrick.training.signals import Interrupt as Interrupt
+from dnntrick.training.signals import signals_caught as signals_caught
 
 POLL_INTERVAL_S = 0.25  # how often, on a GPU, the non-finite record is read (a sync point)
-EXIT_CODES = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}
-
-
-class Interrupt:
-    """Set by the first SIGINT/SIGTERM during training; the loop reads `requested` after each
-    step (a Python attribute, no sync), saves a checkpoint and raises `error()`. A second signal
-    raises at once: every file is written atomically, so leaving mid-write corrupts nothing."""
-
-    def __init__(self) -> None:
-        self.signum = 0
-        self.hint = ""
-
-    @property
-    def requested(self) -> bool:
-        return self.signum != 0
-
-    def handle(self, signum: int, frame: Any) -> None:
-        if self.signum:
-            raise Interrupted(
-                f"interrupted again ({signal.Signals(signum).name}): stopped at once; "
-                f"earlier checkpoints are intact{self.hint}",
-                EXIT_CODES.get(signal.Signals(signum), EXIT_SIGINT),
-            )
-        self.signum = signum
-        print(
-            f"\n{signal.Signals(signum).name}: finishing this step and saving a checkpoint "
-            "(press Ctrl-C again to stop at once)",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def error(self, checkpoint: Any) -> Interrupted:
-        name = signal.Signals(self.signum).name
-        where = f"checkpoint saved: {checkpoint}" if checkpoint else "no checkpoint written"
-        return Interrupted(
-            f"interrupted ({name}); {where}{self.hint}",
-            EXIT_CODES.get(signal.Signals(self.signum), EXIT_SIGINT),
-        )
-
-
-INTERRUPT = Interrupt()  # signals are process-wide, so is their flag
-
-
-@contextlib.contextmanager
-def signals_caught(resume_command: str | None = None) -> Iterator[Interrupt]:
-    """Install the SIGINT/SIGTERM handlers for the duration of training, then restore the old
-    ones (typer's KeyboardInterrupt handling applies again outside)."""
-    INTERRUPT.signum = 0
-    INTERRUPT.hint = f"; resume with: {resume_command}" if resume_command else ""
-    if threading.current_thread() is not threading.main_thread():  # only main may set handlers
-        yield INTERRUPT
-        return
-    previous = {s: signal.signal(s, INTERRUPT.handle) for s in EXIT_CODES}
-    try:
-        yield INTERRUPT
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        INTERRUPT.signum = 0
 
 
 def grad_norm(model: nn.Module) -> float | None:

@@ -26,10 +26,11 @@ from dnntrick.data.datasets import Splits
 from dnntrick.spec.schema import EarlyStoppingSpec, TrainSpec
 from dnntrick.training.checkpoint import Checkpointer, Loaded, Position
 from dnntrick.training.distributed import DataParallel, eval_share, sum_across
-from dnntrick.training.guard import INTERRUPT, FiniteWatch
+from dnntrick.training.guard import FiniteWatch
 from dnntrick.training.lr import Scheduler, current_lr
 from dnntrick.training.model import eval_mode
 from dnntrick.training.report import Reporter
+from dnntrick.training.signals import INTERRUPT
 from dnntrick.training.step import EagerStep, StepParts, make_step
 from dnntrick.tricks.augment import Augmenter
 from dnntrick.tricks.regularization import StepTricks
@@ -172,11 +173,14 @@ def fit(
     keeper: Checkpointer | None = None,
     resume: Loaded | None = None,
     augment: Augmenter | None = None,
+    on_start: Callable[[], None] = lambda: None,
 ) -> FitResult:
     """Train `model` on data.x_train for spec.epochs epochs (or until early stopping).
 
     `keeper` writes checkpoints (every spec.checkpoint_every epochs, and when interrupted);
-    `resume` is a checkpoint to continue from; `augment` changes each training batch."""
+    `resume` is a checkpoint to continue from; `augment` changes each training batch.
+    `on_start` runs once the checkpoint is restored (the last step that can refuse it: a model
+    or optimizer it does not fit) and before the first step: the caller's first write."""
     x, y = data.x_train, data.y_train
     n, bs, device = len(x), spec.batch_size, x.device
     steps = (n + bs - 1) // bs  # the last, smaller batch is kept (PyTorch/Keras convention)
@@ -204,8 +208,11 @@ def fit(
     step = make_step(parts, x, y, spec, augment, shard)
     sums = step.sums
     at = keeper.restore(resume, parts_state, generator, result) if resume else Position()
+    on_start()
     model.train()
-    for epoch in range(at.epoch, spec.epochs + 1):
+    # a checkpoint written as early stopping stopped the run resumes into its end, not past it
+    last_epoch = at.epoch - 1 if result.stopped_early else spec.epochs
+    for epoch in range(at.epoch, last_epoch + 1):
         # The data order comes from dnntrick's own generator (CPU), so it depends on the seed alone.
         order_rng = generator.get_state()  # a mid-epoch checkpoint redraws this epoch's order
         order = torch.randperm(n, generator=generator).to(device, non_blocking=True)

@@ -17,6 +17,7 @@ from typing import Any
 from dnntrick.errors import UsageError, WriteError
 
 STOPPED = "stopped.json"  # {"status": "interrupted" | "diverged", "message", "time"}
+SUMMARY = "summary.json"  # written last: the commit point of a finished run
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -87,18 +88,21 @@ class RunDir:
 
     def restore_metrics(self, rows: list[dict[str, Any]]) -> None:
         """Start from a checkpoint's rows (later rows, from after that checkpoint, are dropped);
-        the run goes on, so an earlier stop's record goes."""
+        the run goes on, so an earlier stop's record goes, and so does the summary of a finished
+        run trained further (--force): until the new one is written the folder reads as
+        resumable, not as finished with the old numbers."""
         self.rows = list(rows)
         text = "".join(json.dumps(r) + "\n" for r in self.rows)
         atomic_write(self.path / "metrics.jsonl", text.encode())
         (self.path / STOPPED).unlink(missing_ok=True)
+        (self.path / SUMMARY).unlink(missing_ok=True)
 
     def write_stopped(self, status: str, message: str) -> None:
         """Record why training stopped early (interrupted, diverged): read by `dnntrick runs`."""
         write_json(self.path / STOPPED, {"status": status, "message": message, "time": time.time()})
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        write_json(self.path / "summary.json", summary)
+        write_json(self.path / SUMMARY, summary)
 
     def save_preprocessing(
         self, divisor: float, mean: Any | None = None, std: Any | None = None

@@ -3,7 +3,9 @@ bitwise as if the run had never stopped; a changed spec is refused unless --forc
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -231,3 +233,118 @@ def test_resume_after_unfreezing_is_bitwise(monkeypatch, tmp_path: Path, tiny_ro
     run_spec(spec, resume=run_dir)
     assert [r["lr"] for r in rows(run_dir)] == [0.003, 0.0015, 0.0015]
     assert_same_run(reference, run_dir)
+
+
+# ---- a refused resume leaves the run directory exactly as it was ----
+
+
+def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
+    """Every file under `folder`: its SHA-256 and mtime (a rewrite with the same bytes shows)."""
+    return {
+        str(p.relative_to(folder)): (
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+            p.stat().st_mtime_ns,
+        )
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _tamper_weights(run_dir: Path) -> None:
+    """A well-formed weights file of the wrong shapes: it loads, then cannot fit the model."""
+    from safetensors.torch import save_file
+
+    [weights] = (run_dir / "checkpoints").glob("*.safetensors")
+    save_file({"hidden1.weight": torch.zeros(3, 784), "hidden1.bias": torch.zeros(3)}, weights)
+
+
+REFUSALS = {
+    # name: (damage done to the folder first, arguments, what the one line says)
+    "changed model": (None, ["model.hidden=[8]"], "the spec differs from the checkpoint's"),
+    "changed model, forced": (None, ["model.hidden=[8]", "--force"], "does not fit this spec"),
+    "changed optimizer": (None, ["train.optimizer.name=sgd"], "train.optimizer.name: adam → sgd"),
+    "changed optimizer, forced": (
+        None,
+        ["train.optimizer.name=sgd", "--force"],
+        "the checkpoint's optimizer is adam, the spec's is sgd",
+    ),
+    "truncated checkpoint": ("truncate", [], "corrupted ("),
+    "weights of another model": ("weights", [], "does not fit this spec's model/optimizer"),
+    "missing checkpoint": ("no .pt", [], "no checkpoint to resume from"),
+    "missing weights": ("no weights", [], "the weights file is missing"),
+    "bad override": (None, ["train.epochs=abc"], "train.epochs"),
+    "spec that does not validate": (None, ["model.activation=nosuch"], "model.activation"),
+    "data set missing, forced": (None, ["data.root=/nonexistent", "--force"], "/nonexistent"),
+    "wrong folder": ("parent", [], "not a run directory (no spec.yaml)"),
+}
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory: pytest.TempPathFactory, tiny_root: Path) -> Path:
+    """A run stopped mid-epoch 2 (checkpoint, metrics.jsonl and .csv, stopped.json) and a
+    finished one beside it: the folders every refusal must leave alone."""
+    from dnntrick.errors import Interrupted
+
+    tmp = tmp_path_factory.mktemp("stopped")
+    spec = load_spec(write_spec(tmp, SPEC.format(root=tiny_root)), ["train.log=[csv]"])
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        signal_at(monkeypatch, 13, True)  # after step 3 of epoch 2
+        with pytest.raises(Interrupted):
+            run_spec(spec, out=tmp / "stopped")
+    run_spec(spec, out=tmp / "finished")
+    return tmp
+
+
+@pytest.mark.parametrize("case", REFUSALS)
+def test_a_refused_resume_changes_nothing(cli, tmp_path: Path, stopped_run: Path, case: str):
+    damage, args, message = REFUSALS[case]
+    shutil.copytree(stopped_run / "stopped", tmp_path / "runs")
+    [run_dir] = (tmp_path / "runs").iterdir()
+    assert (run_dir / "stopped.json").exists() and (run_dir / "metrics.csv").exists()
+    folder = run_dir / "checkpoints"
+    if damage == "truncate":
+        [pt] = folder.glob("*.pt")
+        pt.write_bytes(pt.read_bytes()[:200])
+    elif damage == "weights":
+        _tamper_weights(run_dir)
+    elif damage in ("no .pt", "no weights"):
+        for path in folder.glob("*.pt" if damage == "no .pt" else "*.safetensors"):
+            path.unlink()
+    target = tmp_path / "runs" if damage == "parent" else run_dir
+    before = snapshot(tmp_path / "runs")
+    code, out, err = cli("train", "--resume", str(target), *args, "-q")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err, err
+    assert message in err
+    assert snapshot(tmp_path / "runs") == before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "the run already finished"),
+        (["model.hidden=[8]", "--force"], "does not fit this spec's model"),
+        (["train.optimizer.name=sgd", "--force"], "the checkpoint's optimizer is adam"),
+    ],
+)
+def test_a_refused_resume_of_a_finished_run_changes_nothing(
+    cli, tmp_path: Path, stopped_run: Path, args: list[str], message: str
+):
+    shutil.copytree(stopped_run / "finished", tmp_path / "runs")
+    [run_dir] = (tmp_path / "runs").iterdir()
+    before = snapshot(run_dir)
+    code, out, err = cli("train", "--resume", str(run_dir), *args, "-q")
+    assert code == 2 and out == "" and err.count("\n") == 1 and message in err, err
+    assert snapshot(run_dir) == before
+
+
+def test_forced_resume_trains_with_the_new_hyperparameters(cli, tmp_path: Path, stopped_run: Path):
+    """--force with a lower lr: the epochs after the checkpoint use it (the checkpoint's
+    optimizer state keeps its moments, not its lr)."""
+    shutil.copytree(stopped_run / "stopped", tmp_path / "runs")
+    [run_dir] = (tmp_path / "runs").iterdir()
+    code, _, err = cli(
+        "train", "--resume", str(run_dir), "train.optimizer.lr=0.0001", "--force", "-q"
+    )
+    assert code == 0, err
+    assert [r["lr"] for r in rows(run_dir)] == [0.003, 0.0001, 0.0001]
+    assert not (run_dir / "stopped.json").exists()
