@@ -152,8 +152,8 @@ def compare(
             tuner=tuner(tune, trials),
         )
     print_comparison(result, console, typer.echo, outputs, as_json)
-    if result.exit_code:
-        raise typer.Exit(result.exit_code)
+    if result.exit_code:  # SystemExit, not typer.Exit: a 130 here is said already (cli.main)
+        raise SystemExit(result.exit_code)
 
 
 def register(app: typer.Typer) -> None:
