@@ -27,11 +27,12 @@ from dnntrick.spec.config import dump_spec
 from dnntrick.spec.schema import Spec, default_init
 from dnntrick.training import distributed
 from dnntrick.training.build import Built, Prepare, build, resolve_threads, torch_threads
-from dnntrick.training.checkpoint import FOLDER, Checkpointer, Loaded, open_resume
+from dnntrick.training.checkpoint import FOLDER, Checkpointer, Loaded
 from dnntrick.training.logs import RunLogs
 from dnntrick.training.loop import FitResult, evaluate, fit, mc_evaluate
 from dnntrick.training.model import count_parameters
 from dnntrick.training.report import Reporter
+from dnntrick.training.resume import open_resume
 from dnntrick.training.rundir import SUMMARY, RunDir, git_sha, make_run_dir, versions
 from dnntrick.training.signals import INTERRUPT, signals_caught, test_point
 from dnntrick.tricks.regularization import describe

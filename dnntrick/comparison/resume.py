@@ -66,11 +66,12 @@ def rebuild(folder: Path, document: dict[str, Any]) -> tuple[list[Variant], list
     """The variants with their finished runs filled in, the work still to do, and a line that
     says which is which. Every refusal happens here, before anything is written."""
     from dnntrick.comparison.executor import Job
+    from dnntrick.comparison.run_dirs import read_run
     from dnntrick.comparison.session import Work
-    from dnntrick.comparison.variants import RunRecord, read_run
+    from dnntrick.comparison.variants import RunRecord
     from dnntrick.spec.config import dump_spec
     from dnntrick.spec.schema import Spec
-    from dnntrick.training.checkpoint import open_resume
+    from dnntrick.training.resume import open_resume
 
     try:
         variants = [_variant(d) for d in document["variants"]]
@@ -119,7 +120,8 @@ def rebuild(folder: Path, document: dict[str, Any]) -> tuple[list[Variant], list
 
 
 def _variant(described: dict[str, Any]) -> Variant:
-    from dnntrick.comparison.variants import Variant, read_run
+    from dnntrick.comparison.run_dirs import read_run
+    from dnntrick.comparison.variants import Variant
 
     variant = Variant(
         described["label"],

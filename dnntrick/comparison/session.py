@@ -78,13 +78,13 @@ def run_comparison(
     dnntrick/tuning/compare.py; passed in from above, since comparison/ imports no tuning):
     checks the variants first, tunes each once the folder exists; what it chose goes into the
     plan (so --resume keeps it) and comparison.json."""
+    from dnntrick.comparison.run_dirs import read_run_dirs
     from dnntrick.comparison.variants import (
         baseline_reason,
         dedupe_labels,
         expand_specs,
         parse_vary,
         pick_baseline,
-        read_run_dirs,
         split_inputs,
     )
     from dnntrick.folders import symlink_loop

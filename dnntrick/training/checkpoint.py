@@ -240,27 +240,6 @@ def load_latest(run_dir: Path) -> Loaded:
         raise err from None
 
 
-def spec_diff(old_yaml: str, new_yaml: str) -> list[str]:
-    """Dotted keys whose values differ between two resolved specs, as `key: old → new`."""
-    import yaml
-
-    def flat(node: Any, prefix: str = "") -> dict[str, Any]:
-        if isinstance(node, dict):
-            out: dict[str, Any] = {}
-            for key, value in node.items():
-                out.update(flat(value, f"{prefix}{key}."))
-            return out
-        return {prefix[:-1]: node}
-
-    old, new = flat(yaml.safe_load(old_yaml)), flat(yaml.safe_load(new_yaml))
-    missing = object()
-    return [
-        f"{key}: {old.get(key, '(unset)')} → {new.get(key, '(unset)')}"
-        for key in sorted(set(old) | set(new))
-        if old.get(key, missing) != new.get(key, missing)
-    ]
-
-
 class Checkpointer:
     """Writes a run's checkpoints; `folder=None` writes nothing (training without a run dir)."""
 
@@ -392,31 +371,3 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def open_resume(run_dir: Path, spec_yaml: str, force: bool) -> Loaded:
-    """The checkpoint to continue `run_dir` from, after checking that the spec is unchanged
-    (a changed spec is refused with the differing keys unless `force`)."""
-    if not (run_dir / "spec.yaml").is_file():
-        raise UsageError(f"--resume {run_dir}: not a run directory (no spec.yaml)")
-    if (run_dir / "summary.json").exists() and not force:
-        raise UsageError(
-            f"--resume {run_dir}: the run already finished (summary.json exists); "
-            "to train it further, raise train.epochs and pass --force"
-        )
-    loaded = load_latest(run_dir)
-    changes = spec_diff(loaded.state["spec"], spec_yaml)
-    if changes and not force:
-        raise UsageError(
-            f"--resume {run_dir}: the spec differs from the checkpoint's ({'; '.join(changes)}); "
-            "resume with the same spec, or pass --force to continue with the changes"
-        )
-    for change in changes:  # --force too: Adam's moments are no SGD momentum
-        if change.startswith("train.optimizer.name: "):
-            old, new = change.removeprefix("train.optimizer.name: ").split(" → ")
-            raise UsageError(
-                f"--resume {run_dir}: the checkpoint's optimizer is {old}, the spec's is {new};"
-                " an optimizer's state cannot carry over to another: resume with "
-                f"train.optimizer.name={old}, or start a new run"
-            )
-    return loaded

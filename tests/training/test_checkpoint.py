@@ -29,9 +29,9 @@ from dnntrick.training.checkpoint import (
     read_weights,
     rng_state,
     set_rng_state,
-    spec_diff,
 )
 from dnntrick.training.loop import EarlyStopping, FitResult
+from dnntrick.training.resume import spec_diff
 from tests.conftest import REPO, write_spec
 
 

@@ -348,3 +348,21 @@ def test_forced_resume_trains_with_the_new_hyperparameters(cli, tmp_path: Path, 
     assert code == 0, err
     assert [r["lr"] for r in rows(run_dir)] == [0.003, 0.0001, 0.0001]
     assert not (run_dir / "stopped.json").exists()
+
+
+def test_a_checkpoint_of_an_older_version_resumes_without_force(
+    cli, tmp_path: Path, stopped_run: Path
+):
+    """A checkpoint written before a spec field existed (here train.threads, at its default)
+    holds the same spec: resumed without --force, it ends as the uninterrupted run."""
+    shutil.copytree(stopped_run / "stopped", tmp_path / "runs")
+    [run_dir] = (tmp_path / "runs").iterdir()
+    [pt] = (run_dir / "checkpoints").glob("*.pt")
+    state = torch.load(pt, weights_only=True)
+    assert "  threads: auto\n" in state["spec"]
+    state["spec"] = state["spec"].replace("  threads: auto\n", "")
+    torch.save(state, pt)
+    code, _, err = cli("train", "--resume", str(run_dir), "-q")
+    assert code == 0, err
+    [finished] = (stopped_run / "finished").iterdir()
+    assert_same_run(run_dir, finished)
