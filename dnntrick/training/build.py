@@ -80,9 +80,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 # `train.threads: auto` on its own: one thread, at every batch size. On a 2-vCPU VM
-# (bench/README.md) the book's MLP ran 0.97x / 1.48x / 1.62x as fast with 2 threads as with 1 at
-# batch 50 / 200 / 1000 on idle cores, and 0.06x-0.14x as fast on busy ones (bench/threads.py):
-# a small gain when the machine is idle against a many-fold loss when it is not.
+# (bench/README.md#threads) the book's MLP ran 1.37x / 1.65x / 1.86x as fast with 2 threads as
+# with 1 at batch 50 / 200 / 1000 on idle cores, 0.47x-0.78x with two busy processes beside it
+# and 0.06x-0.14x on very busy cores (OpenMP's threads wait for descheduled ones): a gain when
+# the machine is idle against a many-fold loss when it is not; and one count whatever the load
+# keeps a run's numbers the same (thread counts change sums in the last bits).
 AUTO_THREADS = 1
 
 
