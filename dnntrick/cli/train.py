@@ -74,9 +74,9 @@ def run_training(
     SIGINT/SIGTERM are caught from here to the last line printed: a signal while torch is
     imported (seconds) stops the run before it writes anything, one after the summary is
     written stops nothing (training/signals.py)."""
-    from dnntrick.training.signals import signals_caught, test_point
+    from dnntrick.training.signals import process_end, signals_caught, test_point
 
-    with signals_caught() as interrupt:
+    with signals_caught(finished=process_end) as interrupt:  # a finished run: nothing to stop
         test_point("cli")  # a test hook: before torch is imported
         _run_training(spec, overrides, options, resume, force)
         interrupt.check()  # --print-config, or a signal before run_spec took over

@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from dnntrick.errors import EXIT_SIGINT, EXIT_SIGTERM, Interrupted
@@ -106,10 +106,14 @@ INTERRUPT = Interrupt()  # signals are process-wide, so is their state
 
 
 @contextlib.contextmanager
-def signals_caught() -> Iterator[Interrupt]:
+def signals_caught(finished: Callable[[], None] | None = None) -> Iterator[Interrupt]:
     """Catch SIGINT/SIGTERM into INTERRUPT for the duration, then restore the old handlers
     (typer's KeyboardInterrupt handling applies again outside). Nested scopes share the outer
-    one's state, so a signal caught while the CLI imports torch stops the run it starts."""
+    one's state, so a signal caught while the CLI imports torch stops the run it starts.
+    `finished` (the command line's `process_end`): called instead of the restore when the run
+    finished in a process that is this one command (`process_start`), so that no moment is left
+    between the two in which a signal would say less; elsewhere (tests, a notebook) the old
+    handlers come back."""
     if INTERRUPT.depth:
         INTERRUPT.depth += 1
         try:
@@ -127,8 +131,11 @@ def signals_caught() -> Iterator[Interrupt]:
     try:
         yield INTERRUPT
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        if finished is not None and _whole_process and INTERRUPT.stage == "finished":
+            finished()  # its handlers replace ours: a later signal says it stopped nothing
+        else:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         INTERRUPT.depth = 0
         INTERRUPT.reset()
 
@@ -149,8 +156,13 @@ def process_start() -> None:
     """The command line's first moments, before a command catches signals itself: SIGTERM
     raises Interrupted (exit 143, one line) as SIGINT raises KeyboardInterrupt (exit 130),
     instead of ending the process with no word."""
+    global _whole_process
+    _whole_process = True
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _sigterm_as_error)
+
+
+_whole_process = False  # process_start ran: this process is one command, to its end
 
 
 def process_end() -> None:
