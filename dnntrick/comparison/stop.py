@@ -69,10 +69,12 @@ class Stop:
 
 
 @contextlib.contextmanager
-def stop_on_signals(stop: Stop) -> Iterator[Stop]:
-    """SIGINT/SIGTERM fill `stop` (and say what happens) instead of raising, while inside. A
-    run in this process (--jobs 1) saves a checkpoint with its own handlers while it trains;
-    one that is building or summarizing (`running`) is stopped at once."""
+def stop_on_signals(
+    stop: Stop, doing: str = "the running runs save a checkpoint"
+) -> Iterator[Stop]:
+    """SIGINT/SIGTERM fill `stop` (and say what happens: `doing`) instead of raising, while
+    inside. A run in this process (--jobs 1) saves a checkpoint with its own handlers while it
+    trains; one that is building or summarizing (`running`) is stopped at once."""
     if threading.current_thread() is not threading.main_thread():  # only main may set handlers
         yield stop
         return
@@ -82,8 +84,7 @@ def stop_on_signals(stop: Stop) -> Iterator[Stop]:
         name = signal.Signals(signum).name
         if stop.count == 1:
             message = (
-                f"{name}: stopping: the running runs save a checkpoint, no new run starts "
-                "(press Ctrl-C again to stop at once)"
+                f"{name}: stopping: {doing}, no new run starts (press Ctrl-C again to stop at once)"
             )
         else:
             message = f"{name} again: stopping at once"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
-import queue
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -116,17 +115,10 @@ class Pool:
                 torch.set_num_threads(before)
         if self.kind == "process":
             done, _ = wait(list(self.futures), timeout=POLL_S, return_when=FIRST_COMPLETED)
-            self._drain()
+            workers._drain(self._events, self.on_event)
             found = [workers._outcome(f, self.futures.pop(f), Stop()) for f in done]
             return [o for o in found if o is not None]
         return self._ray_wait()
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                self.on_event(self._events.get_nowait())
-            except queue.Empty:
-                return
 
     def _ray_submit(self, job: Job) -> Any:
         from dnntrick.comparison import ray_executor as rx

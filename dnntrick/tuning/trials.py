@@ -11,14 +11,13 @@ would fail every trial the same way.
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dnntrick.comparison.executor import Event, Job, Outcome
 from dnntrick.comparison.stats import mean_std
+from dnntrick.comparison.stop import Stop, stop_on_signals
 from dnntrick.errors import EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, DnntrickError, Interrupted
 
 if TYPE_CHECKING:
@@ -26,8 +25,6 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from dnntrick.tuning.config import Setup
-
-SIGNALS = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}
 
 
 @dataclass
@@ -67,7 +64,8 @@ class TrialLoop:
         self.setup, self.study, self.config = setup, study, setup.config
         self.progress = Progress(console, setup)
         self.live: dict[int, Live] = {}  # trial number → in flight
-        self.signum = 0
+        self.stop = Stop()  # filled by SIGINT/SIGTERM (comparison/stop.py), read by the loop
+        self.told = 0  # signals acted on so far
         self.pool: Any = None
 
     # ------------------------------------------------------------------ the loop
@@ -87,25 +85,22 @@ class TrialLoop:
         )
         self.progress.start(self.study, self.pool.where)
         try:
-            with self._signals():
+            with stop_on_signals(self.stop, "the running trials stop at their epoch end"):
                 self._loop()
-        except KeyboardInterrupt:  # a second signal: the workers are gone
-            self.pool.close(kill=True)
-            self._stop()
         except BaseException:
             self.pool.close(kill=True)
             raise
         finally:
             self.progress.stop()
-        self.pool.close()
+        self.pool.close(kill=self.stop.urgent)  # a second signal: the workers go at once
         write_reports(self.study, self.setup)
-        if self.signum:
+        if self.stop.requested:
             self._stop()
 
     def _loop(self) -> None:
         while True:
             while (
-                not self.signum
+                not self.stop.requested
                 and self.pool.busy < self.pool.slots
                 and self._counted() < (self.config.trials)
             ):
@@ -114,7 +109,11 @@ class TrialLoop:
                 return
             for outcome in self.pool.wait():
                 self._finished(outcome)
-            if self.signum and not self.pool.busy:
+            if self.stop.count > self.told:  # a new signal: the running trials stop
+                self.told = self.stop.count
+                for live in self.live.values():
+                    self.pool.cancel(self._job_id(live.trial.number, live.seed_index))
+            if self.stop.urgent or (self.stop.requested and not self.pool.busy):
                 return
 
     def _counted(self) -> int:
@@ -182,7 +181,7 @@ class TrialLoop:
         if live is None:
             return
         live.seconds += time.perf_counter() - live.started
-        if self.signum and outcome.status != "ok":  # stopped by Ctrl-C: cut, not pruned
+        if self.stop.requested and outcome.status != "ok":  # stopped by Ctrl-C: cut, not pruned
             return
         seed = self.config.seeds[live.seed_index]
         live.run_dirs += self._run_dir(outcome, live, seed)
@@ -204,7 +203,8 @@ class TrialLoop:
             live.values[seed] = live.last_val or 0.0
             self._tell(live, "diverged", outcome.error)
         elif outcome.exit_code in (EXIT_SIGINT, EXIT_SIGTERM):  # the run saw the signal first
-            self.signum = self.signum or _signum(outcome.exit_code)
+            if not self.stop.requested:
+                self.stop.request_from_exit(outcome.exit_code)
         elif outcome.exit_code == EXIT_USAGE:  # bad data or spec: every trial would fail so
             self._tell(live, "error", outcome.error)
             raise DnntrickError(outcome.error or "a run failed")
@@ -248,36 +248,6 @@ class TrialLoop:
         self.progress.finished(self.study.trials[trial.number])
         write_reports(self.study, self.setup)
 
-    # ------------------------------------------------------------------ signals
-
-    def _signals(self) -> Any:
-        loop = self
-
-        class Handler:
-            def __enter__(self) -> None:
-                self.previous = {}
-                if threading.current_thread() is threading.main_thread():
-                    self.previous = {s: signal.signal(s, loop._handle) for s in SIGNALS}
-
-            def __exit__(self, *exc: object) -> None:
-                for sig, handler in self.previous.items():
-                    signal.signal(sig, handler)
-
-        return Handler()
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum:  # a second signal: stop the workers now
-            self.pool.close(kill=True)
-            self.signum = signum
-            raise KeyboardInterrupt
-        self.signum = signum
-        for live in self.live.values():
-            self.pool.cancel(self._job_id(live.trial.number, live.seed_index))
-        self.progress.message(
-            f"{signal.Signals(signum).name}: stopping the runs at their epoch end "
-            "(press Ctrl-C again to stop at once)"
-        )
-
     def _stop(self) -> None:
         """Cut what was running, write the files, raise Interrupted with how to continue."""
         from dnntrick.tuning.report import write_reports
@@ -285,14 +255,9 @@ class TrialLoop:
         cut_running(self.study, [live.trial for live in self.live.values()])
         self.live.clear()
         write_reports(self.study, self.setup)
-        signum = self.signum or signal.SIGINT
         done = self._counted()
         raise Interrupted(
-            f"interrupted ({signal.Signals(signum).name}); {done} finished trials kept in "
+            f"interrupted ({self.stop.name or 'SIGINT'}); {done} finished trials kept in "
             f"{self.setup.folder}; continue with: dnntrick tune --resume {self.setup.folder}",
-            SIGNALS.get(signal.Signals(signum), EXIT_SIGINT),
+            self.stop.exit_code or EXIT_SIGINT,
         )
-
-
-def _signum(code: int) -> int:
-    return signal.SIGTERM if code == EXIT_SIGTERM else signal.SIGINT
