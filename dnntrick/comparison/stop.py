@@ -28,9 +28,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from dnntrick.errors import EXIT_SIGINT, EXIT_SIGTERM, Interrupted
+from dnntrick.training.signals import EXIT_CODES  # SIGINT → 130, SIGTERM → 143
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-EXIT_CODES = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}
 WATCH_S = 0.5  # how often a worker checks that its parent is alive
 GRACE_S = 15.0  # how long a worker whose parent died may take to save its checkpoint
 
